@@ -1,0 +1,86 @@
+"""Per-class accuracy of a checkpoint's own samples under the defender's sampler.
+
+    python -m evaluation.classes unlearned=safemax            # forget RA and retained-class RA
+    python -m evaluation.classes --multirun unlearned=original sampler.guidance_w=0,0.5,1,2   # calibrate w
+
+One record (kind "class_accuracy") per (checkpoint, sampler, N): RA of every class, the forgotten class's
+RA, the retained classes' mean RA, entropy and mean p(c) per class.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from evaluation.harness import SamplerSpec, check_n, get_judge, sample_labels
+from evaluation.metrics import score
+from evaluation.records import append_record, read_records
+from unlearn.artifacts import key_of, provenance
+from unlearn.diffusion import sampling_nfe
+from unlearn.model import Timer, code_version, device_name, load_unet
+from unlearn.pipeline import Context
+
+
+def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int, seed: int) -> tuple[dict, Timer]:
+    """Sample n_per_class images of every class (one batched run); score each class."""
+    labels = torch.arange(ctx.ds.num_classes).repeat_interleave(n_per_class)
+    x, timer = sample_labels(model, ctx, ev, labels, seed)
+    probs = judge.probs(x)
+    per = {c: score(probs[labels == c], c) for c in range(k)}
+    return per, timer
+
+
+def run(cfg: DictConfig) -> dict:
+    ctx = Context.from_cfg(cfg)
+    ev = SamplerSpec.from_cfg(cfg.sampler)
+    n = check_n(cfg.eval.n_per_class, "eval.n_per_class")
+    judge = get_judge(ctx, cfg.judge)
+    folder = ctx.unlearned()
+    prov = provenance(folder)
+    records_path = Path(cfg.paths.results) / "records.jsonl"
+    key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": asdict(ev), "n": n, "seed": ctx.seed,
+                  "judge": judge.id, "forget_class": ctx.forget_class})
+    done = [r for r in read_records(records_path) if r["key"] == key]
+    if done:
+        rec = done[0]
+    else:
+        per, timer = class_accuracy(load_unet(folder, ctx.device), ctx, judge, ev, n, ctx.seed)
+        fc = ctx.forget_class
+        retained = [per[c]["ra"] for c in per if c != fc]
+        rec = {
+            "key": key, "kind": "class_accuracy",
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "code_version": code_version(), "dataset": ctx.ds.name, "model": ctx.arch_name, "model_key": prov["key"],
+            "method": ctx.method_label, "forget_class": fc, "seed": ctx.seed,
+            "unlearn": prov.get("unlearn"), "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
+            "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,
+            "n_per_class": n, "per_class_ra": {str(c): round(per[c]["ra"], 4) for c in per},
+            "per_class_entropy": {str(c): round(per[c]["entropy"], 4) for c in per},
+            "per_class_mean_p": {str(c): round(per[c]["mean_p"], 4) for c in per},
+            "forget_ra": per[fc]["ra"], "retained_mean_ra": round(sum(retained) / len(retained), 4),
+            "min_class_ra": min(v["ra"] for v in per.values()),
+            "eval": {"nfe": sampling_nfe(n * len(per), ev.steps, ev.guidance_w), "wall_s": round(timer.wall_s, 3)},
+            "device": device_name(ctx.device), "torch": torch.__version__,
+        }
+        append_record(records_path, rec)
+    print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): forget RA {rec['forget_ra']:.3f}, "
+          f"retained mean RA {rec['retained_mean_ra']:.3f}, min class RA {rec['min_class_ra']:.3f}")
+    print("per class:", rec["per_class_ra"])
+    return rec
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
+            config_name="classes")
+def main(cfg: DictConfig) -> None:
+    from unlearn.errors import exit_on_user_error
+
+    exit_on_user_error(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()

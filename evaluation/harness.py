@@ -1,0 +1,166 @@
+"""Drive an attack over its budget grid on the unlearned model and its references, score each point
+with the judge, append one record per point, and draw the job's curve and sample grids.
+
+Resumable: a point whose record key exists is not evaluated again; a role whose points all exist is
+skipped entirely (the attack is deterministic for a seed, so a partial role is replayed and only its
+missing points are scored).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from attacks.common import AttackState, check_budgets
+from evaluation.judge import Judge, JudgeRecipe, train_judge
+from evaluation.metrics import score
+from evaluation.records import append_record, existing_keys, read_records
+from unlearn.artifacts import artifact, key_of, provenance
+from unlearn.diffusion import ddim_sample, sampling_nfe
+from unlearn.errors import UserError
+from unlearn.model import Timer, code_version, device_name, load_unet, null_class
+from unlearn.pipeline import Context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """The defender's sampler: guided DDIM, used for every evaluated point."""
+
+    steps: int
+    eta: float
+    guidance_w: float
+    batch_size: int
+
+    @classmethod
+    def from_cfg(cls, s: DictConfig) -> "SamplerSpec":
+        return cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size))
+
+
+def check_n(n, name: str = "eval.n") -> int:
+    if int(n) < 1:
+        raise UserError(f"{name}={n}: need at least one sample per point (default 500)")
+    return int(n)
+
+
+def get_judge(ctx: Context, judge_cfg: DictConfig) -> Judge:
+    recipe = JudgeRecipe(**OmegaConf.to_container(judge_cfg.recipe, resolve=True))
+    spec = {"data": ctx._data_key(), "recipe": asdict(recipe), "seed": ctx.pretrain_seed}
+
+    def build(folder: Path) -> dict:
+        judge = train_judge(ctx.ds, recipe, ctx.pretrain_seed, ctx.device)
+        judge.save(folder)
+        return {"test_accuracy": judge.meta["test_accuracy"]}
+
+    folder = artifact(ctx.artifacts_root, "judge", spec, build)
+    judge = Judge.load(folder, ctx.device)
+    judge.meta["id"] = folder.name
+    return judge
+
+
+def sample_labels(model, ctx: Context, ev: SamplerSpec, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, Timer]:
+    """Samples for `labels` under the defender's sampler; the same noise for every model and budget."""
+    timer = Timer(ctx.device)
+    with timer:
+        x = ddim_sample(model, ctx.schedule, labels, ctx.ds.image_shape,
+                        null_class(model), ev.guidance_w, ev.steps, ev.eta,
+                        torch.Generator().manual_seed(seed + 10_007), ev.batch_size)
+    return x, timer
+
+
+AttackFactory = Callable[[torch.nn.Module, Context, torch.Generator], Iterator[AttackState]]
+
+
+def run_attack(cfg: DictConfig, attack: AttackFactory, out_dir: Path | None = None) -> list[dict]:
+    ctx = Context.from_cfg(cfg)
+    ev = SamplerSpec.from_cfg(cfg.sampler)
+    n = check_n(cfg.eval.n)
+    budgets = check_budgets(cfg.attack.budgets)
+    out_dir = Path(out_dir or _run_dir(cfg))
+    records_path = Path(cfg.paths.results) / "records.jsonl"
+    roles = list(dict.fromkeys(["unlearned", *cfg.references]))
+    attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
+    judge = get_judge(ctx, cfg.judge)
+    unlearn_sg = provenance(ctx.model_folder("unlearned")).get("unlearn", {}).get("sample_gradients")
+    job = {"attack": attack_params, "sampler": asdict(ev), "n": n, "seed": ctx.seed, "judge": judge.id,
+           "forget_class": ctx.forget_class}
+    run_id = key_of({**job, "unlearned": provenance(ctx.model_folder("unlearned"))["key"]})
+    keys = []
+    for role in roles:
+        folder = ctx.model_folder(role)
+        model_key = provenance(folder)["key"]
+        role_keys = {b: key_of({**job, "model": model_key, "steps": b}) for b in budgets}
+        keys += role_keys.values()
+        have = existing_keys(records_path)
+        if all(k in have for k in role_keys.values()):
+            log.info("%s: all %d points already recorded", role, len(budgets))
+            continue
+        model = load_unet(folder, ctx.device)
+        for state in attack(model, ctx, torch.Generator().manual_seed(ctx.seed)):
+            if role_keys[state.steps] in have:
+                continue
+            x, timer = sample_labels(state.model, ctx, ev, torch.full((n,), ctx.forget_class), ctx.seed)
+            s = score(judge.probs(x), ctx.forget_class)
+            rec = {
+                "key": role_keys[state.steps], "kind": "attack", "run_id": run_id,
+                "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint(),
+                "model": ctx.arch_name, "model_key": model_key,
+                "method": ctx.method_label if role == "unlearned" else role, "role": role,
+                "forget_class": ctx.forget_class, "seed": ctx.seed,
+                "attack": attack_params["name"], "attack_params": attack_params,
+                "budget": {"steps": state.steps, "sample_gradients": state.sample_gradients, "nfe": state.nfe,
+                           "unlearning_equivalents": (state.sample_gradients / unlearn_sg) if unlearn_sg else None,
+                           "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)},
+                "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
+                "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,
+                "n": n, "eval": {"nfe": sampling_nfe(n, ev.steps, ev.guidance_w),
+                                    "wall_s": round(timer.wall_s, 3), "device_s": round(timer.device_s, 3)},
+                **{k: round(v, 5) for k, v in s.items()},
+                "device": device_name(ctx.device), "torch": torch.__version__,
+            }
+            _save_strip(x[:16], out_dir / "samples" / f"{role}_steps{state.steps}.npy")
+            append_record(records_path, rec)
+            log.info("%s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f", role, state.steps, s["ra"], s["ra_ci_low"],
+                     s["ra_ci_high"], s["entropy"])
+    wanted = set(keys)
+    records = [r for r in read_records(records_path) if r["key"] in wanted]
+    _outputs(records, out_dir, roles, budgets)
+    return records
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.results) / "run"
+
+
+def _save_strip(x: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, x.numpy().astype(np.float32))
+    tmp.replace(path)
+
+
+def _outputs(records: list[dict], out_dir: Path, roles: list[str], budgets: list[int]) -> None:
+    from evaluation.plots import plot_ra_curve, sample_grid
+    from evaluation.tables import ra_table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_ra_curve(records, out_dir / "ra_curve.png")
+    for b in budgets:
+        strips = {r: out_dir / "samples" / f"{r}_steps{b}.npy" for r in roles}
+        sample_grid({r: np.load(p) for r, p in strips.items() if p.exists()}, out_dir / f"samples_steps{b}.png",
+                    title=f"samples with label c_f after {b} attack steps")
+    table = ra_table(records)
+    print(table.to_string())
+    (out_dir / "summary.txt").write_text(table.to_string() + "\n")
+    print(f"records: {len(records)} points; outputs in {out_dir}")

@@ -1,0 +1,68 @@
+"""Content-addressed artifact cache: build what is missing, once, atomically.
+
+An artifact (judge, base model, oracle, unlearned model) lives in `<root>/<kind>/<key>/`, where key is
+a hash of everything that produced it (the config subset, the data fingerprint, the parents' keys).
+A changed hyperparameter gives a new key, so a stale artifact is never reused. Builds run in a
+temporary folder under a file lock and are renamed into place only when complete, so concurrent jobs
+build an artifact once and a crash never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from unlearn.errors import UserError
+from unlearn.model import code_version
+
+log = logging.getLogger(__name__)
+PROVENANCE = "provenance.json"
+
+
+def key_of(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], dict]) -> Path:
+    """Return the folder of artifact (kind, spec), calling build(tmp_folder) -> provenance if absent."""
+    root = Path(root)
+    key = key_of(spec)
+    final = root / kind / key
+    if (final / PROVENANCE).is_file():
+        return final
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the artifact folder {final.parent} ({e.strerror}); "
+                        "set paths.artifacts to a writable folder") from e
+    with open(final.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another job building the same artifact: wait for it
+        if (final / PROVENANCE).is_file():
+            return final
+        if final.exists():  # an incomplete folder (provenance missing): rebuild it
+            shutil.rmtree(final)
+        tmp = final.parent / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        log.info("building %s %s", kind, key)
+        t0 = time.perf_counter()
+        try:
+            info = build(tmp)
+            provenance = {"kind": kind, "key": key, "spec": spec, "code_version": code_version(),
+                          "build_wall_s": round(time.perf_counter() - t0, 3), **info}
+            (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str))
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def provenance(folder: Path) -> dict:
+    return json.loads((Path(folder) / PROVENANCE).read_text())

@@ -1,0 +1,146 @@
+"""The one home of the diffusion primitives: schedule, noising, eps-loss, guided eps, samplers.
+
+Notation (code name -> paper symbol, Ho et al. 2020 / Song et al. 2021):
+
+    x0          x_0        clean image in [-1, 1]
+    x_t         x_t        noised image at step t
+    eps         epsilon    the Gaussian noise mixed into x_t
+    beta        beta_t     variance added at step t (linear 1e-4 .. 0.02 over T = 1000)
+    alpha_bar   alpha_bar_t = prod_{s<=t} (1 - beta_s)
+    t           t          integer timestep in [0, T-1] (diffusers' 0-based convention)
+    guidance_w  w          classifier-free guidance weight, see `guided_eps`
+
+Nothing else in the project re-implements these: methods and attacks import them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Linear DDPM schedule; tensors live on `device` (float32)."""
+
+    alpha_bar: torch.Tensor  # [T]
+    num_train_timesteps: int
+
+    @classmethod
+    def linear(cls, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+               device: torch.device | str = "cpu") -> "Schedule":
+        beta = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        alpha_bar = torch.cumprod(1.0 - beta, dim=0)  # alpha_bar_t = prod_{s<=t} (1 - beta_s)
+        return cls(alpha_bar=alpha_bar.to(device=device, dtype=torch.float32),
+                   num_train_timesteps=num_train_timesteps)
+
+    def to(self, device: torch.device | str) -> "Schedule":
+        return Schedule(self.alpha_bar.to(device), self.num_train_timesteps)
+
+
+def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Forward process, eq. (4) of DDPM: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
+    a = schedule.alpha_bar[t].view(-1, *([1] * (x0.dim() - 1)))
+    return a.sqrt() * x0 + (1.0 - a).sqrt() * eps
+
+
+def sample_t(schedule: Schedule, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """t ~ U{0, ..., T-1}. Random numbers come from a CPU generator (reproducible on any device)."""
+    return torch.randint(0, schedule.num_train_timesteps, (n,), generator=generator).to(device)
+
+
+def predict_eps(model, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """eps_theta(x_t, y, t) for a diffusers UNet2DModel with class embeddings."""
+    return model(x_t, t, class_labels=labels).sample
+
+
+def eps_loss(model, schedule: Schedule, x0: torch.Tensor, labels: torch.Tensor,
+             generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Algorithm 1 of DDPM: || eps - eps_theta(x_t, y, t) ||^2 with t ~ U and eps ~ N(0, I).
+
+    reduction="none" returns one value per sample (mean over pixels)."""
+    t = sample_t(schedule, x0.shape[0], x0.device, generator)
+    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    per_sample = F.mse_loss(predict_eps(model, q_sample(schedule, x0, t, eps), t, labels), eps,
+                            reduction="none").flatten(1).mean(1)
+    return per_sample if reduction == "none" else per_sample.mean()
+
+
+def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, null_class: int,
+               guidance_w: float) -> torch.Tensor:
+    """Classifier-free guidance, the testbed's convention (the only formula used anywhere here):
+
+        eps = (1 + w) * eps(x_t, y) - w * eps(x_t, null)      (w = 0: purely conditional)
+
+    The conditional and null passes run as one batch; w = 0 skips the null pass.
+    """
+    if guidance_w == 0:
+        return predict_eps(model, x_t, t, labels)
+    n = x_t.shape[0]
+    both = predict_eps(model, torch.cat([x_t, x_t]), torch.cat([t, t]),
+                       torch.cat([labels, torch.full_like(labels, null_class)]))
+    eps_c, eps_u = both[:n], both[n:]
+    return (1.0 + guidance_w) * eps_c - guidance_w * eps_u
+
+
+def ddim_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
+    """Evenly spaced ("leading") timesteps, descending: the spacing of diffusers' DDIMScheduler."""
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"sampler.steps must be in [1, {num_train_timesteps}], got {num_steps}")
+    ratio = num_train_timesteps // num_steps
+    return [i * ratio for i in range(num_steps)][::-1]
+
+
+def ddim_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor, eta: float,
+              noise: torch.Tensor | None, clip_x0: bool = True) -> torch.Tensor:
+    """One DDIM update, eq. (12) of Song et al. 2021, numbered as in the paper:
+
+        1. x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)                 ("predicted x_0")
+        2. sigma  = eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev)   (eq. 16)
+        3. dir    = sqrt(1 - a_prev - sigma^2) * eps                        ("direction to x_t")
+        4. x_prev = sqrt(a_prev) x0_hat + dir + sigma * noise
+
+    t_prev < 0 means the final step (a_prev = 1). With clip_x0, x0_hat is clipped to [-1, 1] and
+    eps re-derived from it, as diffusers does with clip_sample=True.
+    """
+    a_t = schedule.alpha_bar[t]
+    a_prev = schedule.alpha_bar[t_prev] if t_prev >= 0 else torch.ones((), device=x_t.device)
+    x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()                      # 1.
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1, 1)
+        eps = (x_t - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
+    sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()  # 2.
+    x_prev = a_prev.sqrt() * x0_hat + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps  # 3. + 4.
+    if eta > 0:
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+@torch.inference_mode()
+def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
+                null_class: int, guidance_w: float, num_steps: int = 25, eta: float = 0.0,
+                generator: torch.Generator | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """Guided DDIM sampling for `labels`; returns images in [-1, 1], shape [N, C, H, W] on CPU.
+
+    Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2)."""
+    device = next(model.parameters()).device
+    steps = ddim_timesteps(schedule.num_train_timesteps, num_steps)
+    out = []
+    for start in range(0, labels.shape[0], batch_size):
+        y = labels[start:start + batch_size].to(device)
+        x = torch.randn((y.shape[0], *image_shape), generator=generator).to(device)
+        for i, t in enumerate(steps):
+            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+            t_batch = torch.full((y.shape[0],), t, device=device, dtype=torch.long)
+            eps = guided_eps(model, x, t_batch, y, null_class, guidance_w)
+            noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
+            x = ddim_step(schedule, eps, t, t_prev, x, eta, noise)
+        out.append(x.float().cpu())
+    return torch.cat(out)
+
+
+def sampling_nfe(n: int, num_steps: int, guidance_w: float) -> int:
+    """Network evaluations (per image, per forward) that `ddim_sample` spends on n images."""
+    return n * num_steps * (1 if guidance_w == 0 else 2)

@@ -1,0 +1,144 @@
+"""From a config to models: find or build the base model, the oracle and unlearned models.
+
+`Context` is the only place that reads `cfg`; everything below it takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from unlearn.artifacts import artifact, key_of, provenance
+from unlearn.data import Dataset, check_class, load_dataset
+from unlearn.diffusion import Schedule
+from unlearn.errors import UserError
+from unlearn.methods import METHODS, REFERENCES
+from unlearn.methods_common import UnlearnData
+from unlearn.model import Arch, Timer, load_unet, resolve_device, save_unet
+from unlearn.pretrain import TrainRecipe, train_ddpm
+
+log = logging.getLogger(__name__)
+
+
+def check_method_args(name: str, args: dict) -> None:
+    """Fail at start-up on an unknown method or a misspelled hyperparameter."""
+    if name in REFERENCES:
+        if args:
+            raise UserError(f"method {name!r} takes no args, got {sorted(args)}")
+        return
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; valid: {', '.join(sorted([*METHODS, *REFERENCES]))}")
+    params = inspect.signature(METHODS[name]).parameters
+    valid = {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "generator"}
+    unknown = sorted(set(args) - valid)
+    if unknown:
+        raise UserError(f"method {name!r} has no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+
+
+@dataclass
+class Context:
+    data_spec: dict
+    forget_class: int
+    arch_name: str
+    arch: Arch
+    recipe: TrainRecipe
+    method_name: str   # registry key
+    method_label: str  # config name, e.g. safemax_forget_only (a variant of safemax)
+    method_args: dict
+    seed: int
+    pretrain_seed: int
+    device: torch.device
+    artifacts_root: Path
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> "Context":
+        d = cfg.data
+        method = cfg.get("method") or {"name": "original", "args": {}}
+        args = OmegaConf.to_container(method.get("args") or {}, resolve=True)
+        check_method_args(method["name"], args)
+        m = cfg.model
+        return cls(
+            data_spec={"name": d.name, "root": d.get("root"), "test_fraction": d.test_fraction,
+                       "split_seed": d.split_seed, "max_images": d.get("max_images")},
+            forget_class=int(d.forget_class), arch_name=m.name,
+            arch=Arch(**OmegaConf.to_container(m.arch, resolve=True)),
+            recipe=TrainRecipe(**OmegaConf.to_container(m.train, resolve=True)),
+            method_name=method["name"], method_label=method.get("label", method["name"]), method_args=args, seed=int(cfg.seed),
+            pretrain_seed=int(cfg.pretrain_seed), device=resolve_device(cfg.device),
+            artifacts_root=Path(cfg.paths.artifacts),
+        )
+
+    @cached_property
+    def ds(self) -> Dataset:
+        ds = load_dataset(**self.data_spec)
+        check_class(ds, self.forget_class)
+        return ds
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        return Schedule.linear(device=self.device)
+
+    def _data_key(self) -> dict:
+        return {**self.data_spec, "root": None, "fingerprint": self.ds.fingerprint()}
+
+    def _ddpm(self, exclude_class: int | None) -> Path:
+        spec = {"data": self._data_key(), "arch": vars(self.arch), "recipe": vars(self.recipe),
+                "seed": self.pretrain_seed, "exclude_class": exclude_class}
+
+        def build(folder: Path) -> dict:
+            model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class)
+            save_unet(model, folder)
+            return {"train": stats, "device": str(self.device)}
+
+        return artifact(self.artifacts_root, "oracle" if exclude_class is not None else "base", spec, build)
+
+    def base(self) -> Path:
+        return self._ddpm(None)
+
+    def oracle(self) -> Path:
+        return self._ddpm(self.forget_class)
+
+    def unlearned(self, name: str | None = None, args: dict | None = None) -> Path:
+        """The checkpoint of `name` (default: the configured method) for self.forget_class."""
+        name = name or self.method_name
+        args = self.method_args if args is None else args
+        if name == "original":
+            return self.base()
+        if name == "oracle":
+            return self.oracle()
+        base = self.base()
+        spec = {"base": provenance(base)["key"], "method": name, "args": args,
+                "forget_class": self.forget_class, "seed": self.seed}
+
+        def build(folder: Path) -> dict:
+            model = load_unet(base, self.device)
+            ds, fc, dev = self.ds, self.forget_class, self.device
+            data = UnlearnData(forget_x=ds.x_train[ds.y_train == fc].to(dev),
+                               retain_x=ds.x_train[ds.y_train != fc].to(dev),
+                               retain_y=ds.y_train[ds.y_train != fc].to(dev),
+                               forget_class=fc, num_classes=ds.num_classes, schedule=self.schedule)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            torch.manual_seed(self.seed)
+            timer = Timer(dev)
+            with timer:
+                stats = METHODS[name](model, data, generator=torch.Generator().manual_seed(self.seed), **args)
+            save_unet(model, folder)
+            peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+            return {"unlearn": {**vars(stats), "wall_s": round(timer.wall_s, 2), "device_s": round(timer.device_s, 2),
+                                "peak_mem_gib": peak}, "device": str(dev)}
+
+        return artifact(self.artifacts_root, "unlearned", spec, build)
+
+    def model_folder(self, role: str) -> Path:
+        """role: 'unlearned' (the configured method), or a reference: 'original' / 'oracle'."""
+        return self.unlearned() if role == "unlearned" else self.unlearned(role, {})
+
+    def spec_key(self) -> str:
+        return key_of({"data": self.data_spec, "fc": self.forget_class, "arch": self.arch_name})

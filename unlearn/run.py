@@ -1,0 +1,36 @@
+"""Unlearn one class from the base model and write the checkpoint (built once, cached by config).
+
+    python -m unlearn.run method=safemax data.forget_class=0
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from unlearn.artifacts import provenance
+from unlearn.pipeline import Context
+
+
+def run(cfg: DictConfig) -> Path:
+    ctx = Context.from_cfg(cfg)
+    folder = ctx.unlearned()
+    info = provenance(folder)
+    print(json.dumps({"checkpoint": str(folder), "method": ctx.method_label, "forget_class": ctx.forget_class,
+                      **{k: info[k] for k in ("unlearn", "train") if k in info}}, indent=1))
+    return folder
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
+            config_name="unlearn")
+def main(cfg: DictConfig) -> None:
+    from unlearn.errors import exit_on_user_error
+
+    exit_on_user_error(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()
