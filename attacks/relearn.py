@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 from attacks.common import AttackState
 from unlearn.diffusion import Schedule, eps_loss
 from unlearn.methods_common import batch_of
+from unlearn.errors import UserError
 from unlearn.model import Timer
+from unlearn.pipeline import Context
 
 
 def relearn(model, images: torch.Tensor, *, forget_class: int, schedule: Schedule, budgets: list[int],
@@ -50,19 +52,20 @@ def run(cfg: DictConfig) -> list[dict]:
     from evaluation.harness import run_attack  # the harness holds the judge; this module never imports it
 
     a = cfg.attack
+    ctx = Context.from_cfg(cfg)
+    k, pool = int(a.k), ctx.ds.attacker_pool(ctx.forget_class)
+    if not 1 <= k <= len(pool):
+        raise UserError(f"attack.k={k} but the attacker pool of class {ctx.forget_class} holds "
+                        f"{len(pool)} images; use 1 <= attack.k <= {len(pool)}")
+    if int(a.batch_size) < 1 or float(a.lr) <= 0:
+        raise UserError(f"attack.batch_size and attack.lr must be positive, got {a.batch_size}, {a.lr}")
 
     def attack(model, ctx, gen):
-        k = int(a.k)
-        pool = ctx.ds.attacker_pool(ctx.forget_class)
-        from unlearn.errors import UserError
-        if k < 1 or k > len(pool):
-            raise UserError(f"attack.k={k} but the attacker pool of class {ctx.forget_class} holds "
-                            f"{len(pool)} images; use 1 <= attack.k <= {len(pool)}")
         images = pool[torch.randperm(len(pool), generator=gen)[:k]]
         return relearn(model, images, forget_class=ctx.forget_class, schedule=ctx.schedule,
                        budgets=list(a.budgets), lr=float(a.lr), batch_size=int(a.batch_size), generator=gen)
 
-    return run_attack(cfg, attack)
+    return run_attack(cfg, attack, ctx)
 
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),

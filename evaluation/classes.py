@@ -31,7 +31,7 @@ def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int
     labels = torch.arange(ctx.ds.num_classes).repeat_interleave(n_per_class)
     x, timer = sample_labels(model, ctx, ev, labels, seed)
     probs = judge.probs(x)
-    per = {c: score(probs[labels == c], c) for c in range(k)}
+    per = {c: score(probs[labels == c], c) for c in range(ctx.ds.num_classes)}
     return per, timer
 
 
@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> dict:
             "key": key, "kind": "class_accuracy",
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "code_version": code_version(), "dataset": ctx.ds.name, "model": ctx.arch_name, "model_key": prov["key"],
-            "method": ctx.method_label, "forget_class": fc, "seed": ctx.seed,
+            "method": ctx.method_label, "method_args": ctx.method_args, "forget_class": fc, "seed": ctx.seed,
             "unlearn": prov.get("unlearn"), "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
             "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,
             "n_per_class": n, "per_class_ra": {str(c): round(per[c]["ra"], 4) for c in per},

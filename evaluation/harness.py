@@ -79,12 +79,12 @@ def sample_labels(model, ctx: Context, ev: SamplerSpec, labels: torch.Tensor, se
 AttackFactory = Callable[[torch.nn.Module, Context, torch.Generator], Iterator[AttackState]]
 
 
-def run_attack(cfg: DictConfig, attack: AttackFactory, out_dir: Path | None = None) -> list[dict]:
-    ctx = Context.from_cfg(cfg)
+def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = None) -> list[dict]:
+    ctx = ctx or Context.from_cfg(cfg)
     ev = SamplerSpec.from_cfg(cfg.sampler)
     n = check_n(cfg.eval.n)
     budgets = check_budgets(cfg.attack.budgets)
-    out_dir = Path(out_dir or _run_dir(cfg))
+    out_dir = _run_dir(cfg)
     records_path = Path(cfg.paths.results) / "records.jsonl"
     roles = list(dict.fromkeys(["unlearned", *cfg.references]))
     attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
@@ -152,12 +152,12 @@ def _save_strip(x: torch.Tensor, path: Path) -> None:
 
 def _outputs(records: list[dict], out_dir: Path, roles: list[str], budgets: list[int]) -> None:
     from evaluation.plots import plot_ra_curve, sample_grid
-    from evaluation.tables import ra_table
+    from evaluation.tables import ROLE_ORDER, ra_table
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_ra_curve(records, out_dir / "ra_curve.png")
     for b in budgets:
-        strips = {r: out_dir / "samples" / f"{r}_steps{b}.npy" for r in roles}
+        strips = {r: out_dir / "samples" / f"{r}_steps{b}.npy" for r in ROLE_ORDER if r in roles}
         sample_grid({r: np.load(p) for r, p in strips.items() if p.exists()}, out_dir / f"samples_steps{b}.png",
                     title=f"samples with label c_f after {b} attack steps")
     table = ra_table(records)

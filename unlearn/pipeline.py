@@ -59,8 +59,8 @@ class Context:
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> "Context":
         d = cfg.data
-        method = cfg.get("method") or {"name": "original", "args": {}}
-        args = OmegaConf.to_container(method.get("args") or {}, resolve=True)
+        method = cfg.method if "method" in cfg else OmegaConf.create({"name": "original", "args": {}})
+        args = OmegaConf.to_container(method.args, resolve=True) if "args" in method else {}
         check_method_args(method["name"], args)
         m = cfg.model
         return cls(

@@ -1,0 +1,159 @@
+"""Rebuild REPORT.md's generated sections from records only (no image is regenerated).
+
+    python -m evaluation.report                       # results/records.jsonl -> REPORT.md, report/*.png
+    python -m evaluation.report --records R --report P
+
+Each section sits between `<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`; text
+outside the markers is hand-written analysis and is kept. A missing section is appended. Running it
+twice gives the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation.plots import plot_ra_curve
+from evaluation.records import read_records
+from evaluation.tables import ra_table
+from unlearn.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _md(df: pd.DataFrame) -> str:
+    """A pandas frame as a GitHub markdown table (no tabulate dependency)."""
+    df = df.reset_index()
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    rows = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def _devices(recs: list[dict]) -> str:
+    return ", ".join(sorted({r["device"] for r in recs}))
+
+
+def guidance_section(records: list[dict]) -> str:
+    recs = [r for r in records if r.get("kind") == "class_accuracy" and r["method"] in ("original", "oracle")]
+    if not recs:
+        return "_No class-accuracy records of the original model yet: run the command below._"
+    df = pd.DataFrame([{"dataset": r["dataset"], "model": r["method"], "w": r["guidance_w"],
+                        "sampler": f"DDIM-{r['sampler']['steps']}", "n/class": r["n_per_class"],
+                        "mean RA": round(sum(r["per_class_ra"].values()) / len(r["per_class_ra"]), 3),
+                        "min class RA": r["min_class_ra"],
+                        "per class": " ".join(f"{v:.2f}" for v in r["per_class_ra"].values())} for r in recs])
+    df = df.sort_values(["dataset", "model", "w"]).set_index("dataset")
+    return ("Judge accuracy of each class's own samples (the oracle never saw class "
+            f"{recs[0]['forget_class']}: its column is the forget-class floor). Device: {_devices(recs)}.\n\n"
+            + _md(df) + "\n\nReproduce: `python -m evaluation.classes --multirun unlearned=original,oracle "
+            "sampler.guidance_w=0,0.5,1,2`")
+
+
+def unlearning_section(records: list[dict]) -> str:
+    recs = [r for r in records if r.get("kind") == "class_accuracy"]
+    if not recs:
+        return "_No class-accuracy records yet._"
+    orig = {(r["dataset"], r["guidance_w"], r["sampler"]["steps"]): r["retained_mean_ra"] for r in recs
+            if r["method"] == "original"}
+    rows = []
+    for r in recs:
+        if r["method"] == "original":
+            continue
+        u = r.get("unlearn") or {}
+        base = orig.get((r["dataset"], r["guidance_w"], r["sampler"]["steps"]))
+        fc = str(r["forget_class"])
+        rows.append({"dataset": r["dataset"], "method": r["method"], "forget class": r["forget_class"],
+                     "w": r["guidance_w"], "steps": u.get("steps", "-"), "lr": _arg(r, "lr"), "beta": _arg(r, "beta"),
+                     "forget RA": round(r["forget_ra"], 3), "UA": round(1 - r["forget_ra"], 3),
+                     "forget H (nats)": r["per_class_entropy"][fc],
+                     "retained mean RA": r["retained_mean_ra"],
+                     "vs original (pp)": f"{100 * (r['retained_mean_ra'] - base):+.1f}" if base is not None else "-",
+                     "unlearn wall s": u.get("wall_s", "-"), "sample-grads": u.get("sample_gradients", "-")})
+    df = pd.DataFrame(rows).sort_values(["dataset", "w", "method", "lr", "steps"]).set_index("dataset")
+    return (f"{len(rows)} checkpoints, {recs[0]['n_per_class']} samples per class, judge {recs[0]['judge_id']} "
+            f"(test accuracy {recs[0]['judge_test_accuracy']}). Device: {_devices(recs)}.\n\n" + _md(df)
+            + "\n\nReproduce: `python -m evaluation.classes --multirun unlearned=safemax,safemax_forget_only,oracle` "
+            "(add `method.args.lr=...` / `method.args.steps=...` for the sweep rows).")
+
+
+def _arg(r: dict, name: str):
+    return r.get("method_args", {}).get(name, "-")
+
+
+def attack_section(records: list[dict], fig_dir: Path) -> str:
+    recs = [r for r in records if r.get("kind") == "attack"]
+    if not recs:
+        return "_No attack records yet: run `python -m attacks.relearn unlearned=safemax`._"
+    out = []
+    groups = {}
+    for r in recs:
+        if r["role"] == "unlearned":
+            groups.setdefault(r["run_id"], []).append(r)
+    for run_id, unl in sorted(groups.items(), key=lambda kv: (kv[1][0]["dataset"], kv[1][0]["method"],
+                                                               kv[1][0]["forget_class"], kv[1][0]["seed"])):
+        u = unl[0]
+        refs = [r for r in recs if r["role"] != "unlearned" and r["dataset"] == u["dataset"]
+                and r["forget_class"] == u["forget_class"] and r["seed"] == u["seed"]
+                and r["attack_params"] == u["attack_params"] and r["n"] == u["n"] and r["sampler"] == u["sampler"]
+                and r["guidance_w"] == u["guidance_w"] and r["judge_id"] == u["judge_id"]]
+        group = unl + refs
+        name = f"{u['attack']}_{u['dataset']}_{u['method']}_c{u['forget_class']}_s{u['seed']}_{run_id[:6]}"
+        plot_ra_curve(group, fig_dir / f"{name}.png")
+        p = u["attack_params"]
+        out.append(
+            f"#### {u['attack']}: {u['dataset']}, unlearned = {u['method']}, forget class {u['forget_class']}, "
+            f"seed {u['seed']}\n\nAttack: k = {p.get('k')} attacker images, Adam lr {p.get('lr')}, batch "
+            f"{p.get('batch_size')}. Evaluation: DDIM-{u['sampler']['steps']} (eta {u['sampler']['eta']}), "
+            f"w = {u['guidance_w']}, N = {u['n']} per point, judge {u['judge_id']} (test accuracy "
+            f"{u['judge_test_accuracy']}), 95% Wilson CIs. Device: {_devices(group)}. Code {u['code_version']}.\n\n"
+            + _md(ra_table(group))
+            + f"\n\n![RA curve](report/{name}.png)\n\nReproduce: `python -m attacks.relearn unlearned={u['method']} "
+            f"data={u['dataset']} data.forget_class={u['forget_class']} seed={u['seed']}`")
+    return "\n\n".join(out)
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text)
+    return text.rstrip() + f"\n\n{block}\n"
+
+
+def build_report(records_path: Path, report_path: Path) -> str:
+    records = read_records(records_path)
+    if not records:
+        raise UserError(f"no records in {records_path}; run an attack first (python -m attacks.relearn unlearned=safemax)")
+    fig_dir = report_path.parent / "report"
+    text = report_path.read_text() if report_path.exists() else "# REPORT\n"
+    text = replace_section(text, "guidance", guidance_section(records))
+    text = replace_section(text, "unlearning", unlearning_section(records))
+    text = replace_section(text, "relearn", attack_section(records, fig_dir))
+    tmp = report_path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(report_path)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", default=str(Path("results") / "records.jsonl"))
+    ap.add_argument("--report", default=str(ROOT / "REPORT.md"))
+    a = ap.parse_args(argv)
+    try:
+        build_report(Path(a.records), Path(a.report))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"rebuilt {a.report} from {a.records}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

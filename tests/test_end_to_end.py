@@ -1,0 +1,90 @@
+"""The whole job on a tiny model: in-process (records, resume, outputs) and through the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attacks.relearn import run as relearn_run
+from evaluation.records import read_records
+from tests.conftest import TINY, TINY_ATTACK, TINY_METHOD, compose_cfg
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORD_FIELDS = {"key", "kind", "run_id", "code_version", "dataset", "model", "method", "role", "forget_class", "seed",
+                 "attack", "attack_params", "budget", "judge_id", "sampler", "guidance_w", "n", "ra", "ra_ci_low",
+                 "ra_ci_high", "mean_p", "entropy", "device", "eval"}
+BUDGET_FIELDS = {"steps", "sample_gradients", "nfe", "unlearning_equivalents", "wall_s", "device_s"}
+
+
+def test_relearn_job_records_outputs_and_resume(tiny_root, tmp_path):
+    cfg = compose_cfg("relearn", [*TINY, *TINY_METHOD, *TINY_ATTACK], tiny_root)
+    records = relearn_run(cfg)  # outside Hydra the run folder is <results>/run
+    assert len(records) == 6  # 3 roles x 2 budgets
+    for r in records:
+        assert RECORD_FIELDS <= set(r) and BUDGET_FIELDS <= set(r["budget"])
+        assert 0 <= r["ra_ci_low"] <= r["ra"] <= r["ra_ci_high"] <= 1
+    by = {(r["role"], r["budget"]["steps"]): r for r in records}
+    assert by[("unlearned", 2)]["budget"]["sample_gradients"] == 2 * cfg.attack.batch_size
+    assert by[("unlearned", 0)]["budget"]["unlearning_equivalents"] == 0
+    assert by[("original", 2)]["eval"]["nfe"] == 16 * 3 * 2  # n x DDIM steps x (cond + null)
+    out = tiny_root / "results" / "run"
+    assert (out / "ra_curve.png").stat().st_size > 0 and (out / "samples_steps2.png").is_file()
+    # rerun: nothing is recomputed, the record set is unchanged
+    path = tiny_root / "results" / "records.jsonl"
+    before = path.read_text()
+    again = relearn_run(cfg)
+    assert path.read_text() == before and {r["key"] for r in again} == {r["key"] for r in records}
+    # a changed attack hyperparameter gives new points, the references' models are reused
+    cfg2 = compose_cfg("relearn", [*TINY, *TINY_METHOD, *TINY_ATTACK, "attack.lr=1e-3"], tiny_root)
+    new = relearn_run(cfg2)
+    assert not {r["key"] for r in new} & {r["key"] for r in records}
+    assert {r["model_key"] for r in new} == {r["model_key"] for r in records}
+    assert len(read_records(path)) == 12
+
+
+def _cli(args, cwd, **env):
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+
+def test_cli_end_to_end(tiny_root, tmp_path):
+    res = _cli(["attacks.relearn", "unlearned=safemax", *TINY, *TINY_METHOD, *TINY_ATTACK,
+                f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run_dir = tmp_path / "results" / "relearn" / "digits" / "safemax_c0_s0"
+    assert (run_dir / "ra_curve.png").is_file() and (run_dir / "summary.txt").is_file()
+    recs = [json.loads(line) for line in (tmp_path / "results" / "records.jsonl").read_text().splitlines()]
+    assert {(r["role"], r["budget"]["steps"]) for r in recs} == {(a, b) for a in ("unlearned", "original", "oracle")
+                                                                for b in (0, 2)}
+    assert "excess_over_oracle" in res.stdout
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.forget_class=12", "out of range"),
+    ("attack.k=1000", "attack.k=1000 but the attacker pool"),
+    ("attack.budgets=[10,0]", "strictly increasing"),
+    ("eval.n=0", "eval.n=0"),
+    ("+method.args.lamda=1", "no hyperparameter lamda"),
+])
+def test_cli_bad_input_one_line_nonzero_no_records(tiny_root, tmp_path, override, message):
+    res = _cli(["attacks.relearn", *TINY, *TINY_METHOD, *TINY_ATTACK, override,
+                f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"], cwd=tmp_path)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], res.stderr[-1500:]
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "results" / "records.jsonl").exists()
+
+
+def test_attacks_never_import_the_judge():
+    code = ("import sys, attacks.relearn, attacks.common; "
+            "bad = [m for m in sys.modules if m.startswith('evaluation')]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for f in (ROOT / "attacks").glob("*.py"):
+        for line in f.read_text().splitlines():
+            if line.strip().startswith(("import evaluation", "from evaluation")):
+                assert "harness" in line and line.startswith("    "), f"{f.name}: {line}"

@@ -1,0 +1,82 @@
+"""Records: atomic append, dedupe by key, torn-line repair; metrics' golden numbers; artifact cache."""
+
+import json
+
+import pytest
+import torch
+
+from evaluation.metrics import normalized_recovery, score, wilson_ci
+from evaluation.records import append_record, existing_keys, read_records
+from unlearn.artifacts import artifact, key_of, provenance
+from unlearn.errors import UserError
+
+
+def test_append_dedupes_and_repairs_a_torn_line(tmp_path):
+    p = tmp_path / "r" / "records.jsonl"
+    assert append_record(p, {"key": "a", "v": 1})
+    assert not append_record(p, {"key": "a", "v": 2})  # already there: skipped
+    with open(p, "a") as f:
+        f.write('{"key": "b", "v"')  # a writer killed mid-line
+    assert [r["key"] for r in read_records(p)] == ["a"]  # readers ignore the torn tail
+    assert append_record(p, {"key": "b", "v": 3})
+    assert [(r["key"], r["v"]) for r in read_records(p)] == [("a", 1), ("b", 3)]
+    assert p.read_text().count("\n") == 2 and existing_keys(p) == {"a", "b"}
+
+
+def test_malformed_complete_line_is_a_one_line_error(tmp_path):
+    p = tmp_path / "records.jsonl"
+    p.write_text(json.dumps({"key": "a"}) + "\nnot json\n")
+    with pytest.raises(UserError, match=r"records.jsonl:2 is not a record line"):
+        read_records(p)
+    assert [r["key"] for r in read_records(p, strict=False)] == ["a"]
+
+
+def test_unwritable_records_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="set paths.results to a writable folder"):
+        append_record(blocker / "records.jsonl", {"key": "a"})
+
+
+def test_wilson_golden():
+    lo, hi = wilson_ci(50, 100)
+    assert (lo, hi) == pytest.approx((0.40383, 0.59617), abs=1e-4)
+    lo, hi = wilson_ci(0, 500)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.00762, abs=1e-4)
+    with pytest.raises(ValueError):
+        wilson_ci(0, 0)
+
+
+def test_score_by_hand():
+    probs = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [1.0, 0.0]])
+    s = score(probs, 0)
+    assert s["ra"] == pytest.approx(0.5)  # rows 0 and 3
+    h = [-(0.9 * torch.log(torch.tensor(0.9)) + 0.1 * torch.log(torch.tensor(0.1))).item(), 0.673012,
+         -(0.2 * torch.log(torch.tensor(0.2)) + 0.8 * torch.log(torch.tensor(0.8))).item(), 0.0]
+    assert s["entropy"] == pytest.approx(sum(h) / 4, abs=1e-5)
+    assert s["mean_p"] == pytest.approx((0.9 + 0.4 + 0.2 + 1.0) / 4)
+    assert normalized_recovery(0.55, 0.1, 1.0) == pytest.approx(0.5)
+
+
+def test_artifact_built_once_keyed_by_spec_and_atomic(tmp_path):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "w.txt").write_text("x")
+        return {"n": len(calls)}
+
+    a = artifact(tmp_path, "thing", {"lr": 1}, build)
+    assert artifact(tmp_path, "thing", {"lr": 1}, build) == a and len(calls) == 1
+    b = artifact(tmp_path, "thing", {"lr": 2}, build)  # a changed hyperparameter: a new artifact
+    assert b != a and len(calls) == 2 and provenance(b)["spec"] == {"lr": 2}
+    assert a.name == key_of({"lr": 1})
+
+    def crash(folder):
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        artifact(tmp_path, "thing", {"lr": 3}, crash)
+    assert not (tmp_path / "thing" / key_of({"lr": 3})).exists()
+    assert not list((tmp_path / "thing").glob(".*tmp*"))
