@@ -18,7 +18,9 @@ import torch
 from omegaconf import DictConfig
 
 from evaluation.harness import SamplerSpec, check_n, get_judge, sample_labels
+from evaluation.fid import fid
 from evaluation.metrics import score
+from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, read_records
 from unlearn.artifacts import key_of, provenance
 from unlearn.diffusion import sampling_nfe
@@ -26,13 +28,23 @@ from unlearn.model import Timer, code_version, device_name, load_unet
 from unlearn.pipeline import Context
 
 
-def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int, seed: int) -> tuple[dict, Timer]:
-    """Sample n_per_class images of every class (one batched run); score each class."""
+def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int, seed: int):
+    """Sample n_per_class images of every class (one batched run); score each class.
+
+    Returns (per-class scores, samples, labels, timer). Each class's samples are also split three ways
+    (noise-aware): rejected as off-data noise / in-distribution and judged c / in-distribution, another class."""
     labels = torch.arange(ctx.ds.num_classes).repeat_interleave(n_per_class)
     x, timer = sample_labels(model, ctx, ev, labels, seed)
     probs = judge.probs(x)
-    per = {c: score(probs[labels == c], c) for c in range(ctx.ds.num_classes)}
-    return per, timer
+    noise = NoiseDetector(judge, ctx.ds.x_train, ctx.ds.y_train).rejected(x)
+    per = {}
+    for c in range(ctx.ds.num_classes):
+        sel = labels == c
+        hit = probs[sel].argmax(-1) == c
+        per[c] = {**score(probs[sel], c), "noise": noise[sel].float().mean().item(),
+                  "in_dist_as_c": (hit & ~noise[sel]).float().mean().item(),
+                  "in_dist_other": (~hit & ~noise[sel]).float().mean().item()}
+    return per, x, labels, timer
 
 
 def run(cfg: DictConfig) -> dict:
@@ -49,9 +61,12 @@ def run(cfg: DictConfig) -> dict:
     if done:
         rec = done[0]
     else:
-        per, timer = class_accuracy(load_unet(folder, ctx.device), ctx, judge, ev, n, ctx.seed)
+        per, x, labels, timer = class_accuracy(load_unet(folder, ctx.device), ctx, judge, ev, n, ctx.seed)
         fc = ctx.forget_class
         retained = [per[c]["ra"] for c in per if c != fc]
+        ds = ctx.ds
+        fid_retained = fid(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"],
+                           cfg.eval.get("inception_weights"))
         rec = {
             "key": key, "kind": "class_accuracy",
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -63,13 +78,19 @@ def run(cfg: DictConfig) -> dict:
             "per_class_entropy": {str(c): round(per[c]["entropy"], 4) for c in per},
             "per_class_mean_p": {str(c): round(per[c]["mean_p"], 4) for c in per},
             "forget_ra": per[fc]["ra"], "retained_mean_ra": round(sum(retained) / len(retained), 4),
+            "forget_noise": round(per[fc]["noise"], 4), "forget_in_dist_as_c": round(per[fc]["in_dist_as_c"], 4),
+            "forget_in_dist_other": round(per[fc]["in_dist_other"], 4),
+            "per_class_noise": {str(c): round(per[c]["noise"], 4) for c in per},
+            "fid_retained": round(fid_retained, 4),
+            "fid_features": "inception" if cfg.eval.get("inception_weights") else f"judge:{judge.id}",
             "min_class_ra": min(v["ra"] for v in per.values()),
             "eval": {"nfe": sampling_nfe(n * len(per), ev.steps, ev.guidance_w), "wall_s": round(timer.wall_s, 3)},
             "device": device_name(ctx.device), "torch": torch.__version__,
         }
         append_record(records_path, rec)
     print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): forget RA {rec['forget_ra']:.3f}, "
-          f"retained mean RA {rec['retained_mean_ra']:.3f}, min class RA {rec['min_class_ra']:.3f}")
+          f"noise {rec.get('forget_noise', float('nan')):.3f}, retained mean RA {rec['retained_mean_ra']:.3f}, "
+          f"min class RA {rec['min_class_ra']:.3f}, FID retained {rec.get('fid_retained', float('nan')):.2f}")
     print("per class:", rec["per_class_ra"])
     return rec
 

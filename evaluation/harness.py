@@ -63,6 +63,7 @@ def get_judge(ctx: Context, judge_cfg: DictConfig) -> Judge:
     folder = artifact(ctx.artifacts_root, "judge", spec, build)
     judge = Judge.load(folder, ctx.device)
     judge.meta["id"] = folder.name
+    judge.meta["folder"] = str(folder)
     return judge
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -117,6 +118,37 @@ def attack_section(records: list[dict], fig_dir: Path) -> str:
     return "\n\n".join(out)
 
 
+def table_section(records: list[dict]) -> str:
+    from evaluation.unlearning_table import unlearning_table
+
+    recs = [r for r in records if r.get("kind") == "class_accuracy" and "fid_retained" in r]
+    if not recs:
+        return "_No class-accuracy records with FID yet._"
+    parts = []
+    for (dataset, w) in sorted({(r["dataset"], r["guidance_w"]) for r in recs}):
+        sub = [r for r in recs if r["dataset"] == dataset and r["guidance_w"] == w]
+        parts.append(f"**{dataset}, w = {w}**, {sub[0]['n_per_class']} samples per class, DDIM-{sub[0]['sampler']['steps']}, "
+                     f"judge {sub[0]['judge_id']}; FID on {sub[0]['fid_features']} features. Device: {_devices(sub)}. "
+                     "Mean ± std over the forgotten classes listed in `classes`.\n\n"
+                     + _md(unlearning_table(sub, dataset, w)))
+    return "\n\n".join(parts) + ("\n\nReproduce: `python -m evaluation.classes --multirun "
+                                 "unlearned=original,safemax,salun,sa,ga,rl,safemax_forget_only data.forget_class=0,1,2,3,4,5,6,7,8,9` "
+                                 "then `python -m evaluation.unlearning_table --w 1.0`.")
+
+
+def grids_section(results_root: Path, fig_dir: Path) -> str:
+    grids = sorted((results_root / "grids").glob("*.png"))
+    if not grids:
+        return "_No sample grids yet: run `python -m evaluation.grids --multirun unlearned=original,safemax,salun,sa,rl,ga`._"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for g in grids:
+        shutil.copyfile(g, fig_dir / g.name)
+        lines.append(f"![{g.stem}](report/{g.name})")
+    return ("One row per label; the forgotten class's row is marked. Reproduce: `python -m evaluation.grids "
+            "--multirun unlearned=original,safemax,salun,sa,rl,ga`\n\n" + "\n".join(lines))
+
+
 def replace_section(text: str, name: str, body: str) -> str:
     begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
     block = f"{begin}\n{body.strip()}\n{end}"
@@ -134,6 +166,8 @@ def build_report(records_path: Path, report_path: Path) -> str:
     text = report_path.read_text() if report_path.exists() else "# REPORT\n"
     text = replace_section(text, "guidance", guidance_section(records))
     text = replace_section(text, "unlearning", unlearning_section(records))
+    text = replace_section(text, "table", table_section(records))
+    text = replace_section(text, "grids", grids_section(records_path.parent, fig_dir))
     text = replace_section(text, "relearn", attack_section(records, fig_dir))
     tmp = report_path.with_suffix(".md.tmp")
     tmp.write_text(text)

@@ -88,3 +88,20 @@ def test_attacks_never_import_the_judge():
         for line in f.read_text().splitlines():
             if line.strip().startswith(("import evaluation", "from evaluation")):
                 assert "harness" in line and line.startswith("    "), f"{f.name}: {line}"
+
+
+def test_pretrain_and_unlearn_clis_build_cached_artifacts(tiny_root, tmp_path):
+    common = [*TINY, f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
+    oracle = _cli(["unlearn.pretrain", "exclude_forget=true", "data.forget_class=3", *common], cwd=tmp_path)
+    assert oracle.returncode == 0, oracle.stderr[-2000:]
+    folder = Path(oracle.stdout.strip().splitlines()[-1])
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["spec"]["exclude_class"] == 3 and prov["train"]["train_images"] < 1437
+    assert {"config.json", "diffusion_pytorch_model.safetensors"} <= {p.name for p in folder.iterdir()}
+    res = _cli(["unlearn.run", "method=safemax", "data.forget_class=3", *TINY_METHOD, *common], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert out["method"] == "safemax" and out["unlearn"]["steps"] == 3
+    assert out["unlearn"]["sample_gradients"] == 3 * (8 + 8)
+    again = _cli(["unlearn.run", "method=safemax", "data.forget_class=3", *TINY_METHOD, *common], cwd=tmp_path)
+    assert json.loads(again.stdout[again.stdout.index("{"):])["checkpoint"] == out["checkpoint"]  # cached

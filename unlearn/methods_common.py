@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -22,9 +22,12 @@ class UnlearnData:
 @dataclass(frozen=True)
 class UnlearnStats:
     steps: int
-    sample_gradients: int  # images that contributed a gradient, summed over steps
+    sample_gradients: int  # images that contributed a gradient, summed over steps (priors included)
     final_forget_loss: float
     final_retain_loss: float | None
+    prior_sample_gradients: int = 0  # of which priors (SalUn's mask, SA's Fisher) took this many
+    prior_nfe: int = 0               # network evaluations spent on priors without a gradient (SA's replay sampling)
+    prior_wall_s: float = 0.0        # wall seconds of the priors (inside the method's total)
 
     @classmethod
     def from_losses(cls, steps: int, per_step_batch: int, forget_losses: list, retain_losses: list):
@@ -32,6 +35,10 @@ class UnlearnStats:
             return round(torch.stack(v[-50:]).mean().item(), 5) if v else None
 
         return cls(steps, steps * per_step_batch, tail(forget_losses), tail(retain_losses))
+
+    def with_prior(self, sample_gradients: int, nfe: int = 0, wall_s: float = 0.0) -> "UnlearnStats":
+        return replace(self, sample_gradients=self.sample_gradients + sample_gradients,
+                       prior_sample_gradients=sample_gradients, prior_nfe=nfe, prior_wall_s=round(wall_s, 3))
 
 
 def batch_of(tensors, batch_size: int, generator: torch.Generator | None):

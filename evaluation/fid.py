@@ -1,0 +1,82 @@
+"""FID through torch-fidelity, offline: the judge's penultimate layer as the feature extractor.
+
+The extractor is registered once per process under the name "judge" and loads the judge from the folder
+passed as `feature_extractor_weights_path`. Standard Inception FID (2048-d pool features) runs when the
+user gives the Inception weights file (`inception_weights=`), since torch-fidelity cannot fetch them offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+from unlearn.errors import UserError
+
+FID = "frechet_inception_distance"  # torch-fidelity's result key (whatever the extractor)
+
+
+class JudgeFeatures(FeatureExtractorBase):
+    """uint8 [B, C, H, W] -> the judge's 128-d penultimate features (the judge maps [-1, 1] images)."""
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        from evaluation.judge import Judge
+
+        self.judge = Judge.load(Path(kwargs["feature_extractor_weights_path"])).net
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("judge",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "judge"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return None
+
+    def forward(self, x):
+        return (self.judge.features(x.float() / 127.5 - 1.0),)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, channels: int = 1):
+        u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        self.x = u8.expand(-1, channels, -1, -1) if channels != u8.shape[1] else u8
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None = None,
+        inception_weights: str | None = None) -> float:
+    """FID between two image sets in [-1, 1]: judge features by default, Inception if weights are given."""
+    if min(len(generated), len(real)) < 2:
+        raise UserError("FID needs at least 2 images per set")
+    common = dict(fid=True, cuda=torch.cuda.is_available(), save_cpu_ram=True, cache=False, verbose=False,
+                  batch_size=500)
+    if inception_weights:
+        if not Path(inception_weights).is_file():
+            raise UserError(f"inception_weights={inception_weights} is not a file; give the pt_inception-2015-12-05 weights")
+        out = torch_fidelity.calculate_metrics(input1=_Images(generated, 3), input2=_Images(real, 3),
+                                               feature_extractor="inception-v3-compat",
+                                               feature_extractor_weights_path=str(inception_weights), **common)
+    else:
+        if "judge" not in FEATURE_EXTRACTORS_REGISTRY:
+            register_feature_extractor("judge", JudgeFeatures)
+        out = torch_fidelity.calculate_metrics(input1=_Images(generated), input2=_Images(real),
+                                               feature_extractor="judge", feature_layer_fid="judge",
+                                               feature_extractor_weights_path=str(judge_folder), **common)
+    return float(out[FID])

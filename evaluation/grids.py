@@ -1,0 +1,43 @@
+"""A sample grid per checkpoint: one row per class (label), so a reader sees what each method makes of c_f:
+noise (SAFEMax, SA) or another class (SalUn, RL).
+
+    python -m evaluation.grids --multirun unlearned=original,safemax,salun,sa,rl,ga,oracle
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from evaluation.harness import SamplerSpec, sample_labels
+from evaluation.plots import sample_grid
+from unlearn.model import load_unet
+from unlearn.pipeline import Context
+
+
+def run(cfg: DictConfig) -> Path:
+    ctx = Context.from_cfg(cfg)
+    k, per = ctx.ds.num_classes, int(cfg.eval.grid_per_class)
+    labels = torch.arange(k).repeat_interleave(per)
+    x, _ = sample_labels(load_unet(ctx.unlearned(), ctx.device), ctx, SamplerSpec.from_cfg(cfg.sampler), labels, ctx.seed)
+    rows = {(f"{c} (forgotten)" if c == ctx.forget_class else str(c)): x[labels == c].numpy() for c in range(k)}
+    path = Path(cfg.paths.results) / "grids" / f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}.png"
+    sample_grid(rows, path, title=f"{ctx.method_label}: samples per label (forgot class {ctx.forget_class}), "
+                                  f"DDIM-{cfg.sampler.steps} w={cfg.sampler.guidance_w}")
+    print(path)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
+            config_name="classes")
+def main(cfg: DictConfig) -> None:
+    from unlearn.errors import exit_on_user_error
+
+    exit_on_user_error(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()

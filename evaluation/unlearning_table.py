@@ -1,0 +1,95 @@
+"""The unlearning table, in the form of the paper's: one row per method (and hyperparameter variant),
+mean +- std over forgotten classes, from class-accuracy records only.
+
+    python -m evaluation.unlearning_table [--records results/records.jsonl] [--dataset digits] [--w 1.0]
+
+Columns: UA = 1 - RA(c_f); H = judge entropy on c_f samples (nats); p(c_f); the noise-aware split of c_f
+samples (noise = rejected as off-data by evaluation/ood.py; other = in-distribution, judged another
+class); retained RA; FID of retained-class samples vs real retained images (judge features unless
+Inception weights were given); unlearning wall seconds; peak GPU memory; sample-gradients (priors included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation.records import read_records
+from unlearn.errors import UserError
+
+COLUMNS = {  # output column -> function of a record
+    "UA": lambda r: 1 - r["forget_ra"],
+    "H (nats)": lambda r: r["per_class_entropy"][str(r["forget_class"])],
+    "p(c_f)": lambda r: r["per_class_mean_p"][str(r["forget_class"])],
+    "noise": lambda r: r["forget_noise"],
+    "other class": lambda r: r["forget_in_dist_other"],
+    "retained RA": lambda r: r["retained_mean_ra"],
+    "FID retained": lambda r: r["fid_retained"],
+    "wall s": lambda r: (r.get("unlearn") or {}).get("wall_s", 0.0),
+    "prior wall s": lambda r: (r.get("unlearn") or {}).get("prior_wall_s", 0.0),
+    "sample-grads": lambda r: (r.get("unlearn") or {}).get("sample_gradients", 0),
+}
+ORDER = ["original", "oracle", "safemax", "safemax_forget_only", "salun", "rl", "sa", "ga"]
+
+
+def _variant_names(recs: list[dict]) -> dict[tuple, str]:
+    """Name each (label, args) group; variants of a label show the args that differ from its main group."""
+    groups = Counter((r["method"], json.dumps(r.get("method_args", {}), sort_keys=True)) for r in recs)
+    main = {}
+    for (label, args), n in groups.most_common():
+        main.setdefault(label, json.loads(args))
+    names = {}
+    for label, args in groups:
+        a = json.loads(args)
+        diff = {k: v for k, v in a.items() if main[label].get(k) != v}
+        names[(label, args)] = label + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(diff.items())) + ")" if diff else "")
+    return names
+
+
+def unlearning_table(records: list[dict], dataset: str = "digits", w: float | None = None) -> pd.DataFrame:
+    recs = [r for r in records if r.get("kind") == "class_accuracy" and r["dataset"] == dataset
+            and "fid_retained" in r and (w is None or r["guidance_w"] == w)]
+    if not recs:
+        raise UserError(f"no class-accuracy records with FID for dataset={dataset}, w={w}; run "
+                        "python -m evaluation.classes --multirun unlearned=<methods> data.forget_class=0,1,...")
+    names = _variant_names(recs)
+    rows = []
+    for r in recs:
+        row = {"method": names[(r["method"], json.dumps(r.get("method_args", {}), sort_keys=True))],
+               "label": r["method"], "forget class": r["forget_class"]}
+        row.update({k: f(r) for k, f in COLUMNS.items()})
+        rows.append(row)
+    df = pd.DataFrame(rows).drop_duplicates(["method", "forget class"])
+    agg = df.groupby(["label", "method"])[list(COLUMNS)].agg(["mean", "std"])
+    out = pd.DataFrame(index=agg.index)
+    for col in COLUMNS:
+        digits = 0 if col in ("sample-grads",) else (1 if col.endswith("s") and "wall" in col else 3)
+        m, s = agg[(col, "mean")], agg[(col, "std")].fillna(0)
+        out[col] = [f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in zip(m, s)]
+    out["classes"] = df.groupby(["label", "method"])["forget class"].nunique()
+    out = out.reset_index()
+    out["_o"] = out["label"].map(lambda x: ORDER.index(x) if x in ORDER else len(ORDER))
+    return out.sort_values(["_o", "method"]).drop(columns=["_o", "label"]).set_index("method")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", default=str(Path("results") / "records.jsonl"))
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--w", type=float, default=None, help="guidance weight of the records to use (default: all)")
+    a = ap.parse_args(argv)
+    try:
+        print(unlearning_table(read_records(a.records), a.dataset, a.w).to_string())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The noise-aware measure, FID with the judge's features, and the unlearning table on fixture records."""
+
+import pytest
+import torch
+
+from evaluation.fid import fid
+from evaluation.judge import JudgeRecipe, train_judge
+from evaluation.ood import NoiseDetector
+from evaluation.unlearning_table import unlearning_table
+from unlearn.data import load_dataset
+from unlearn.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    ds = load_dataset("digits")
+    judge = train_judge(ds, JudgeRecipe(epochs=8), 0, torch.device("cpu"))
+    folder = tmp_path_factory.mktemp("judge")
+    judge.save(folder)
+    return ds, judge, folder
+
+
+def test_noise_detector_rejects_noise_not_real_images(judged):
+    ds, judge, _ = judged
+    det = NoiseDetector(judge, ds.x_train, ds.y_train)
+    noise = torch.randn(500, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    uniform = torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert det.rejected(noise).float().mean() >= 0.95
+    assert det.rejected(uniform).float().mean() >= 0.95
+    assert det.rejected(ds.x_test).float().mean() <= 0.10  # 1% on its own training images by construction
+
+
+def test_fid_known_answers(judged):
+    ds, _, folder = judged
+    x = ds.x_train[:600]
+    assert fid(x, x, folder) == pytest.approx(0.0, abs=1e-3)
+    real_vs_real = fid(ds.x_train[:700], ds.x_train[700:1400], folder)
+    noise = torch.randn(600, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    assert fid(noise, x, folder) > 20 * max(real_vs_real, 0.1)
+
+
+def _rec(method, fc, ra, noise, args=None, fidv=1.0):
+    k = str(fc)
+    return {"kind": "class_accuracy", "dataset": "digits", "guidance_w": 1.0, "method": method, "forget_class": fc,
+            "method_args": args or {}, "forget_ra": ra, "per_class_entropy": {k: 0.5}, "per_class_mean_p": {k: ra},
+            "forget_noise": noise, "forget_in_dist_other": 1 - ra - noise, "retained_mean_ra": 0.9,
+            "fid_retained": fidv, "unlearn": {"wall_s": 2.0, "sample_gradients": 100, "prior_wall_s": 0.0}}
+
+
+def test_unlearning_table_on_fixture_records():
+    recs = [_rec("safemax", 0, 0.1, 0.8, {"lam": 1}), _rec("safemax", 1, 0.3, 0.6, {"lam": 1}),
+            _rec("safemax", 0, 0.5, 0.2, {"lam": 50}), _rec("salun", 0, 0.0, 0.0, fidv=3.0)]
+    t = unlearning_table(recs)
+    assert list(t.index) == ["safemax", "safemax (lam=50)", "salun"]
+    assert t.loc["safemax", "UA"] == "0.800 ± 0.141"  # mean of 0.9, 0.7; sample std 0.1414
+    assert t.loc["safemax", "noise"] == "0.700 ± 0.141" and t.loc["safemax", "classes"] == 2
+    assert t.loc["salun", "other class"] == "1.000 ± 0.000" and t.loc["salun", "FID retained"] == "3.000 ± 0.000"
+    with pytest.raises(UserError, match="no class-accuracy records"):
+        unlearning_table(recs, dataset="mnist")
+
+
+def test_report_builder_is_idempotent_and_keeps_hand_text(tmp_path):
+    import json
+
+    from evaluation.report import build_report
+
+    recs = tmp_path / "records.jsonl"
+    recs.write_text("".join(json.dumps({**_rec("safemax", c, 0.1, 0.8), "key": f"k{c}", "n_per_class": 100,
+                                        "sampler": {"steps": 25, "eta": 0.0}, "judge_id": "j", "device": "cpu",
+                                        "judge_test_accuracy": 0.98, "fid_features": "judge:j",
+                                        "per_class_ra": {str(c): 0.1}, "min_class_ra": 0.1}) + "\n"
+                                for c in range(3)))
+    report = tmp_path / "REPORT.md"
+    report.write_text("# My report\n\nHand-written analysis.\n")
+    first = build_report(recs, report)
+    assert "Hand-written analysis." in first and "<!-- BEGIN GENERATED: table -->" in first
+    assert "| safemax |" in first
+    assert build_report(recs, report) == first == report.read_text()
+    recs.write_text("")
+    with pytest.raises(UserError, match="no records"):
+        build_report(recs, report)
