@@ -55,8 +55,9 @@ def run(cfg: DictConfig) -> dict:
     folder = ctx.unlearned()
     prov = provenance(folder)
     records_path = Path(cfg.paths.results) / "records.jsonl"
+    inception = cfg.eval.get("inception_weights")
     key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": asdict(ev), "n": n, "seed": ctx.seed,
-                  "judge": judge.id, "forget_class": ctx.forget_class})
+                  "judge": judge.id, "forget_class": ctx.forget_class, **({"inception": inception} if inception else {})})
     done = [r for r in read_records(records_path) if r["key"] == key]
     if done:
         rec = done[0]
@@ -65,12 +66,13 @@ def run(cfg: DictConfig) -> dict:
         fc = ctx.forget_class
         retained = [per[c]["ra"] for c in per if c != fc]
         ds = ctx.ds
-        fid_retained = fid(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"],
-                           cfg.eval.get("inception_weights"))
+        fid_retained = fid(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"], inception,
+                           cuda=ctx.device.type == "cuda")
         rec = {
             "key": key, "kind": "class_accuracy",
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "code_version": code_version(), "dataset": ctx.ds.name, "model": ctx.arch_name, "model_key": prov["key"],
+            "model_code_version": prov.get("code_version"),
             "method": ctx.method_label, "method_args": ctx.method_args, "forget_class": fc, "seed": ctx.seed,
             "unlearn": prov.get("unlearn"), "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
             "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,

@@ -61,11 +61,11 @@ class _Images(torch.utils.data.Dataset):
 
 
 def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None = None,
-        inception_weights: str | None = None) -> float:
+        inception_weights: str | None = None, cuda: bool = False) -> float:
     """FID between two image sets in [-1, 1]: judge features by default, Inception if weights are given."""
     if min(len(generated), len(real)) < 2:
         raise UserError("FID needs at least 2 images per set")
-    common = dict(fid=True, cuda=torch.cuda.is_available(), save_cpu_ram=True, cache=False, verbose=False,
+    common = dict(fid=True, cuda=cuda, save_cpu_ram=True, cache=False, verbose=False,
                   batch_size=500)
     if inception_weights:
         if not Path(inception_weights).is_file():

@@ -24,7 +24,8 @@ def run(cfg: DictConfig) -> Path:
     labels = torch.arange(k).repeat_interleave(per)
     x, _ = sample_labels(load_unet(ctx.unlearned(), ctx.device), ctx, SamplerSpec.from_cfg(cfg.sampler), labels, ctx.seed)
     rows = {(f"{c} (forgotten)" if c == ctx.forget_class else str(c)): x[labels == c].numpy() for c in range(k)}
-    path = Path(cfg.paths.results) / "grids" / f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}.png"
+    path = (Path(cfg.paths.results) / "grids" /
+            f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}_s{ctx.seed}_w{cfg.sampler.guidance_w}.png")
     sample_grid(rows, path, title=f"{ctx.method_label}: samples per label (forgot class {ctx.forget_class}), "
                                   f"DDIM-{cfg.sampler.steps} w={cfg.sampler.guidance_w}")
     print(path)

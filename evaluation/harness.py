@@ -26,6 +26,7 @@ from unlearn.artifacts import artifact, key_of, provenance
 from unlearn.diffusion import ddim_sample, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.model import Timer, code_version, device_name, load_unet, null_class
+from unlearn.methods import REFERENCES
 from unlearn.pipeline import Context
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,11 @@ class SamplerSpec:
 
     @classmethod
     def from_cfg(cls, s: DictConfig) -> "SamplerSpec":
-        return cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size))
+        spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size))
+        if not 1 <= spec.steps <= 1000 or spec.batch_size < 1 or spec.eta < 0:
+            raise UserError(f"sampler.steps must be in [1, 1000], sampler.batch_size >= 1 and sampler.eta >= 0; "
+                            f"got {spec.steps}, {spec.batch_size}, {spec.eta}")
+        return spec
 
 
 def check_n(n, name: str = "eval.n") -> int:
@@ -87,17 +92,26 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     budgets = check_budgets(cfg.attack.budgets)
     out_dir = _run_dir(cfg)
     records_path = Path(cfg.paths.results) / "records.jsonl"
-    roles = list(dict.fromkeys(["unlearned", *cfg.references]))
+    bad = [r for r in cfg.references if r not in REFERENCES]
+    if bad:
+        raise UserError(f"references may only name {', '.join(REFERENCES)}; got {bad}")
+    # Attacking a reference itself (unlearned=original / oracle): it is scored once, under its own role.
+    roles = list(dict.fromkeys([*([] if ctx.method_name in REFERENCES else ["unlearned"]),
+                                *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
     attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
     judge = get_judge(ctx, cfg.judge)
-    unlearn_sg = provenance(ctx.model_folder("unlearned")).get("unlearn", {}).get("sample_gradients")
-    job = {"attack": attack_params, "sampler": asdict(ev), "n": n, "seed": ctx.seed, "judge": judge.id,
-           "forget_class": ctx.forget_class}
-    run_id = key_of({**job, "unlearned": provenance(ctx.model_folder("unlearned"))["key"]})
+    unlearned_prov = provenance(ctx.model_folder("unlearned"))
+    unlearn_sg = unlearned_prov.get("unlearn", {}).get("sample_gradients")
+    # A point's identity: the model (its artifact key), the attack's settings (the budget grid excluded:
+    # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
+    job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": asdict(ev), "n": n,
+           "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class}
+    run_id = key_of({**job, "unlearned": unlearned_prov["key"]})
     keys = []
     for role in roles:
         folder = ctx.model_folder(role)
-        model_key = provenance(folder)["key"]
+        prov = provenance(folder)
+        model_key = prov["key"]
         role_keys = {b: key_of({**job, "model": model_key, "steps": b}) for b in budgets}
         keys += role_keys.values()
         have = existing_keys(records_path)
@@ -114,12 +128,15 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                 "key": role_keys[state.steps], "kind": "attack", "run_id": run_id,
                 "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint(),
-                "model": ctx.arch_name, "model_key": model_key,
+                "model": ctx.arch_name, "model_key": model_key, "model_code_version": prov.get("code_version"),
                 "method": ctx.method_label if role == "unlearned" else role, "role": role,
                 "forget_class": ctx.forget_class, "seed": ctx.seed,
                 "attack": attack_params["name"], "attack_params": attack_params,
                 "budget": {"steps": state.steps, "sample_gradients": state.sample_gradients, "nfe": state.nfe,
-                           "unlearning_equivalents": (state.sample_gradients / unlearn_sg) if unlearn_sg else None,
+                           # in units of the attacked method's own unlearning run; reference records are
+                           # shared across methods, so they carry none (divide by the method's at read time)
+                           "unlearning_equivalents": (state.sample_gradients / unlearn_sg)
+                           if unlearn_sg and role == "unlearned" else None,
                            "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)},
                 "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
                 "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,

@@ -60,10 +60,21 @@ def append_record(path: str | Path, record: dict) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         text = os.pread(fd, size, 0).decode() if size else ""
-        if text and not text.endswith("\n"):  # torn line from a crashed writer: drop it
-            os.ftruncate(fd, text.rfind("\n") + 1)
-            text = text[: text.rfind("\n") + 1]
-        keys = {json.loads(ln).get("key") for ln in _valid_lines(text) if ln.startswith("{")}
+        if text and not text.endswith("\n"):
+            tail = text[text.rfind("\n") + 1:]
+            try:  # a complete record that lacks its newline (a hand edit): keep it
+                json.loads(tail)
+                os.write(fd, b"\n")
+                text += "\n"
+            except ValueError:  # a torn line from a crashed writer: drop it
+                os.ftruncate(fd, text.rfind("\n") + 1)
+                text = text[: text.rfind("\n") + 1]
+        keys = set()
+        for i, ln in enumerate(_valid_lines(text), 1):
+            try:
+                keys.add(json.loads(ln).get("key"))
+            except (ValueError, AttributeError) as e:
+                raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
         if record["key"] in keys:
             return False
         os.write(fd, (json.dumps(record, sort_keys=True, default=str) + "\n").encode())

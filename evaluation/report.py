@@ -11,6 +11,7 @@ twice gives the same file.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
@@ -59,14 +60,16 @@ def unlearning_section(records: list[dict]) -> str:
     recs = [r for r in records if r.get("kind") == "class_accuracy"]
     if not recs:
         return "_No class-accuracy records yet._"
-    orig = {(r["dataset"], r["guidance_w"], r["sampler"]["steps"]): r["retained_mean_ra"] for r in recs
-            if r["method"] == "original"}
+    def where(r):  # the original model's record that a row is compared with
+        return (r["dataset"], r.get("model"), r["guidance_w"], r["sampler"]["steps"], r["forget_class"], r.get("seed"))
+
+    orig = {where(r): r["retained_mean_ra"] for r in recs if r["method"] == "original"}
     rows = []
     for r in recs:
         if r["method"] == "original":
             continue
         u = r.get("unlearn") or {}
-        base = orig.get((r["dataset"], r["guidance_w"], r["sampler"]["steps"]))
+        base = orig.get(where(r))
         fc = str(r["forget_class"])
         rows.append({"dataset": r["dataset"], "method": r["method"], "forget class": r["forget_class"],
                      "w": r["guidance_w"], "steps": u.get("steps", "-"), "lr": _arg(r, "lr"), "beta": _arg(r, "beta"),
@@ -95,10 +98,20 @@ def attack_section(records: list[dict], fig_dir: Path) -> str:
     for r in recs:
         if r["role"] == "unlearned":
             groups.setdefault(r["run_id"], []).append(r)
+    newest = {}  # one curve per setting: the newest run (older runs of the same setting stay in the records)
+    for run_id, unl in groups.items():
+        u = unl[0]
+        setting = json.dumps([u["attack"], u["dataset"], u["model"], u["method"], u["forget_class"], u["seed"], u["n"],
+                              {k: v for k, v in u["attack_params"].items() if k != "budgets"}, u["sampler"],
+                              u["guidance_w"]], sort_keys=True)
+        if setting not in newest or max(r["time"] for r in unl) > max(r["time"] for r in groups[newest[setting]]):
+            newest[setting] = run_id
+    groups = {rid: groups[rid] for rid in newest.values()}
     for run_id, unl in sorted(groups.items(), key=lambda kv: (kv[1][0]["dataset"], kv[1][0]["method"],
                                                                kv[1][0]["forget_class"], kv[1][0]["seed"])):
         u = unl[0]
-        refs = [r for r in recs if r["role"] != "unlearned" and r["dataset"] == u["dataset"]
+        refs = [r for r in recs if r["role"] != "unlearned" and r["data_fingerprint"] == u["data_fingerprint"]
+                and r["model"] == u["model"]
                 and r["forget_class"] == u["forget_class"] and r["seed"] == u["seed"]
                 and r["attack_params"] == u["attack_params"] and r["n"] == u["n"] and r["sampler"] == u["sampler"]
                 and r["guidance_w"] == u["guidance_w"] and r["judge_id"] == u["judge_id"]]

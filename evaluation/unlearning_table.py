@@ -57,14 +57,19 @@ def unlearning_table(records: list[dict], dataset: str = "digits", w: float | No
     if not recs:
         raise UserError(f"no class-accuracy records with FID for dataset={dataset}, w={w}; run "
                         "python -m evaluation.classes --multirun unlearned=<methods> data.forget_class=0,1,...")
+    for field in ("guidance_w", "model", "n_per_class", "judge_id"):
+        values = {str(r.get(field)) for r in recs}
+        if len(values) > 1:
+            raise UserError(f"class-accuracy records of {dataset} differ in {field} ({sorted(values)}); "
+                            f"pick one (e.g. --w) so that rows are comparable")
     names = _variant_names(recs)
     rows = []
     for r in recs:
         row = {"method": names[(r["method"], json.dumps(r.get("method_args", {}), sort_keys=True))],
-               "label": r["method"], "forget class": r["forget_class"]}
+               "label": r["method"], "forget class": r["forget_class"], "seed": r.get("seed", 0)}
         row.update({k: f(r) for k, f in COLUMNS.items()})
         rows.append(row)
-    df = pd.DataFrame(rows).drop_duplicates(["method", "forget class"])
+    df = pd.DataFrame(rows).drop_duplicates(["method", "forget class", "seed"])  # means pool classes and seeds
     agg = df.groupby(["label", "method"])[list(COLUMNS)].agg(["mean", "std"])
     out = pd.DataFrame(index=agg.index)
     for col in COLUMNS:

@@ -110,12 +110,12 @@ class Timer:
         self._t0 = time.perf_counter()
         if self.device.type == "cuda":
             self._ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            self._ev[0].record()
+            self._ev[0].record(torch.cuda.current_stream(self.device))
         return self
 
     def __exit__(self, *exc):
         if self._ev is not None:
-            self._ev[1].record()
+            self._ev[1].record(torch.cuda.current_stream(self.device))
             torch.cuda.synchronize(self.device)
             self.device_s += self._ev[0].elapsed_time(self._ev[1]) / 1000.0
         dt = time.perf_counter() - self._t0

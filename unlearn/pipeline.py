@@ -41,6 +41,13 @@ def check_method_args(name: str, args: dict) -> None:
         raise UserError(f"method {name!r} has no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
 
 
+def full_args(name: str, args: dict) -> dict:
+    """The method's hyperparameters with its defaults filled in: a changed default makes a new artifact."""
+    sig = inspect.signature(METHODS[name])
+    return {p: args.get(p, v.default) for p, v in sig.parameters.items()
+            if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "generator"}
+
+
 @dataclass
 class Context:
     data_spec: dict
@@ -113,7 +120,7 @@ class Context:
         if name == "oracle":
             return self.oracle()
         base = self.base()
-        spec = {"base": provenance(base)["key"], "method": name, "args": args,
+        spec = {"base": provenance(base)["key"], "method": name, "args": full_args(name, args),
                 "forget_class": self.forget_class, "seed": self.seed}
 
         def build(folder: Path) -> dict:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from unlearn.errors import UserError
 from unlearn.diffusion import eps_loss, predict_eps, q_sample, sample_t
 from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
 
@@ -27,7 +28,7 @@ def saliency_mask(model, data: UnlearnData, density: float, batch_size: int,
                   generator: torch.Generator | None) -> tuple[dict[str, torch.Tensor], int]:
     """Top-`density` mask by |summed forget-set gradient|; returns (mask per parameter, sample-gradients)."""
     if not 0 < density <= 1:
-        raise ValueError(f"mask_density must be in (0, 1], got {density}")
+        raise UserError(f"method.args.mask_density must be in (0, 1] (or null for no mask), got {density}")
     grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     labels = torch.full((data.forget_x.shape[0],), data.forget_class, device=data.forget_x.device)
     for i in range(0, data.forget_x.shape[0], batch_size):
