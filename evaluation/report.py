@@ -42,6 +42,9 @@ def _devices(recs: list[dict]) -> str:
 
 def guidance_section(records: list[dict]) -> str:
     recs = [r for r in records if r.get("kind") == "class_accuracy" and r["method"] in ("original", "oracle")]
+    # the original's records repeat once per forget class (same model, same samples): keep one per setting
+    recs = list({(r["dataset"], r["model_key"], r["guidance_w"], r["sampler"]["steps"], r["n_per_class"]): r
+                 for r in reversed(recs)}.values())[::-1]
     if not recs:
         return "_No class-accuracy records of the original model yet: run the command below._"
     df = pd.DataFrame([{"dataset": r["dataset"], "model": r["method"], "w": r["guidance_w"],

@@ -6,7 +6,7 @@ mean +- std over forgotten classes, from class-accuracy records only.
 Columns: UA = 1 - RA(c_f); H = judge entropy on c_f samples (nats); p(c_f); the noise-aware split of c_f
 samples (noise = rejected as off-data by evaluation/ood.py; other = in-distribution, judged another
 class); retained RA; FID of retained-class samples vs real retained images (judge features unless
-Inception weights were given); unlearning wall seconds; peak GPU memory; sample-gradients (priors included).
+Inception weights were given); unlearning wall seconds; peak GPU memory (CUDA runs only; n/a on CPU); sample-gradients (priors included).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ COLUMNS = {  # output column -> function of a record
     "wall s": lambda r: (r.get("unlearn") or {}).get("wall_s", 0.0),
     "prior wall s": lambda r: (r.get("unlearn") or {}).get("prior_wall_s", 0.0),
     "sample-grads": lambda r: (r.get("unlearn") or {}).get("sample_gradients", 0),
+    "peak GiB": lambda r: (r.get("unlearn") or {}).get("peak_mem_gib") or float("nan"),  # CUDA only
 }
 ORDER = ["original", "oracle", "safemax", "safemax_forget_only", "salun", "rl", "sa", "ga"]
 
@@ -75,7 +76,7 @@ def unlearning_table(records: list[dict], dataset: str = "digits", w: float | No
     for col in COLUMNS:
         digits = 0 if col in ("sample-grads",) else (1 if col.endswith("s") and "wall" in col else 3)
         m, s = agg[(col, "mean")], agg[(col, "std")].fillna(0)
-        out[col] = [f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in zip(m, s)]
+        out[col] = [f"{a:.{digits}f} ± {b:.{digits}f}" if a == a else "n/a (CPU)" for a, b in zip(m, s)]
     out["classes"] = df.groupby(["label", "method"])["forget class"].nunique()
     out = out.reset_index()
     out["_o"] = out["label"].map(lambda x: ORDER.index(x) if x in ORDER else len(ORDER))
