@@ -16,6 +16,7 @@ from typing import Iterator
 import hydra
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from attacks.common import AttackState
 from unlearn.diffusion import Schedule, eps_loss
@@ -34,6 +35,7 @@ def relearn(model, images: torch.Tensor, *, forget_class: int, schedule: Schedul
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     timer = Timer(device)
     done = 0
+    bar = tqdm(total=budgets[-1], desc="relearn", disable=None, leave=False)
     for budget in budgets:
         model.train()
         with timer:
@@ -43,8 +45,10 @@ def relearn(model, images: torch.Tensor, *, forget_class: int, schedule: Schedul
                 loss.backward()
                 opt.step()
                 done += 1
+                bar.update()
         model.eval()
         yield AttackState(model, done, done * batch_size, done * batch_size, timer.wall_s, timer.device_s)
+    bar.close()
 
 
 def run(cfg: DictConfig) -> list[dict]:

@@ -7,7 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unlearn.diffusion import eps_loss
-from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
+from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, retain_loss
 
 
 def ga(model, data: UnlearnData, *, steps: int = 100, batch_size: int = 64, lr: float = 1e-5, beta: float = 1.0,
@@ -22,8 +22,7 @@ def ga(model, data: UnlearnData, *, steps: int = 100, batch_size: int = 64, lr: 
         forget_losses.append(forget.detach())
         loss = -forget
         if beta > 0:
-            xr, yr = batch_of((data.retain_x, data.retain_y), retain_batch_size, generator)
-            retain = eps_loss(model, data.schedule, xr, yr, generator)
+            retain = retain_loss(model, data, retain_batch_size, generator)
             retain_losses.append(retain.detach())
             loss = loss + beta * retain
         opt.zero_grad(set_to_none=True)

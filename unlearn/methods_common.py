@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from unlearn.diffusion import Schedule
+from unlearn.diffusion import Schedule, eps_loss
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,9 @@ def batch_of(tensors, batch_size: int, generator: torch.Generator | None):
     first = tensors[0] if many else tensors
     idx = torch.randint(0, first.shape[0], (batch_size,), generator=generator).to(first.device)
     return tuple(t[idx] for t in tensors) if many else first[idx]
+
+
+def retain_loss(model, data: UnlearnData, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """L_DDPM on a random batch of retained images with their own labels: every method's retain term."""
+    xr, yr = batch_of((data.retain_x, data.retain_y), batch_size, generator)
+    return eps_loss(model, data.schedule, xr, yr, generator)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from unlearn.diffusion import eps_loss, predict_eps, q_sample, sample_t
-from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
+from unlearn.diffusion import predict_eps, q_sample, sample_t
+from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, retain_loss
 
 
 def safemax_loss(model, schedule, x0: torch.Tensor, forget_class: int, lam: float, zero_target: bool = False,
@@ -52,8 +52,7 @@ def safemax(model, data: UnlearnData, *, steps: int = 1000, batch_size: int = 12
         loss = safemax_loss(model, data.schedule, x0, data.forget_class, lam, zero_target, generator)
         forget_losses.append(loss.detach())
         if beta > 0:
-            xr, yr = batch_of((data.retain_x, data.retain_y), retain_batch_size, generator)
-            retain = eps_loss(model, data.schedule, xr, yr, generator)
+            retain = retain_loss(model, data, retain_batch_size, generator)
             retain_losses.append(retain.detach())
             loss = loss + beta * retain
         opt.zero_grad(set_to_none=True)

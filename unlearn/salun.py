@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from unlearn.errors import UserError
 from unlearn.diffusion import eps_loss, predict_eps, q_sample, sample_t
-from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
+from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, retain_loss
 
 
 def saliency_mask(model, data: UnlearnData, density: float, batch_size: int,
@@ -75,8 +75,7 @@ def salun(model, data: UnlearnData, *, steps: int = 1000, batch_size: int = 128,
         loss = F.mse_loss(pred, target)
         forget_losses.append(loss.detach())
         if alpha > 0:
-            xr, yr = batch_of((data.retain_x, data.retain_y), retain_batch_size, generator)
-            retain = eps_loss(model, data.schedule, xr, yr, generator)
+            retain = retain_loss(model, data, retain_batch_size, generator)
             retain_losses.append(retain.detach())
             loss = loss + alpha * retain
         opt.zero_grad(set_to_none=True)
