@@ -24,7 +24,7 @@ from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, read_records
 from unlearn.artifacts import key_of, provenance
 from unlearn.diffusion import sampling_nfe
-from unlearn.model import Timer, code_version, device_name, load_unet
+from unlearn.model import code_version, device_name, load_unet
 from unlearn.pipeline import Context
 
 

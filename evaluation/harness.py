@@ -58,7 +58,7 @@ def check_n(n, name: str = "eval.n") -> int:
 
 def get_judge(ctx: Context, judge_cfg: DictConfig) -> Judge:
     recipe = JudgeRecipe(**OmegaConf.to_container(judge_cfg.recipe, resolve=True))
-    spec = {"data": ctx._data_key(), "recipe": asdict(recipe), "seed": ctx.pretrain_seed}
+    spec = {"data": ctx.data_key(), "recipe": asdict(recipe), "seed": ctx.pretrain_seed}
 
     def build(folder: Path) -> dict:
         judge = train_judge(ctx.ds, recipe, ctx.pretrain_seed, ctx.device)
@@ -127,7 +127,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
             rec = {
                 "key": role_keys[state.steps], "kind": "attack", "run_id": run_id,
                 "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint(),
+                "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
                 "model": ctx.arch_name, "model_key": model_key, "model_code_version": prov.get("code_version"),
                 "method": ctx.method_label if role == "unlearned" else role, "role": role,
                 "forget_class": ctx.forget_class, "seed": ctx.seed,

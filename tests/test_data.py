@@ -28,9 +28,9 @@ def test_digits_split_is_fixed_stratified_and_disjoint(digits):
         assert pool | held == set(torch.nonzero(digits.y_train == c).flatten().tolist())
         assert abs(len(pool) - len(held)) <= 1
     again = load_dataset("digits")
-    assert again.fingerprint() == digits.fingerprint()
+    assert again.fingerprint == digits.fingerprint
     assert torch.equal(again.pool_index[3], digits.pool_index[3])
-    assert load_dataset("digits", split_seed=1).fingerprint() != digits.fingerprint()
+    assert load_dataset("digits", split_seed=1).fingerprint != digits.fingerprint
 
 
 def test_class_checks(digits):

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,9 @@ class Dataset:
     def heldout(self, c: int) -> torch.Tensor:
         return self.x_train[self.heldout_index[c]]
 
+    @cached_property
     def fingerprint(self) -> str:
-        """Content hash of the split arrays: part of every artifact key built from this data."""
+        """Content hash of the split arrays (computed once): part of every artifact key built from this data."""
         h = hashlib.sha256()
         for a in (self.x_train, self.y_train, self.x_test, self.y_test):
             h.update(a.numpy().tobytes())

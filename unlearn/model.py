@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import subprocess
 import time
@@ -138,6 +137,3 @@ def code_version() -> str:
         return "unknown"
     return (sha or "unknown") + ("+dirty" if dirty else "")
 
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from unlearn.artifacts import artifact, key_of, provenance
+from unlearn.artifacts import artifact, provenance
 from unlearn.data import Dataset, check_class, load_dataset
 from unlearn.diffusion import Schedule
 from unlearn.errors import UserError
@@ -91,11 +91,12 @@ class Context:
     def schedule(self) -> Schedule:
         return Schedule.linear(device=self.device)
 
-    def _data_key(self) -> dict:
-        return {**self.data_spec, "root": None, "fingerprint": self.ds.fingerprint()}
+    def data_key(self) -> dict:
+        """The data part of every artifact key: the split settings and a content hash (not the path)."""
+        return {**self.data_spec, "root": None, "fingerprint": self.ds.fingerprint}
 
     def _ddpm(self, exclude_class: int | None) -> Path:
-        spec = {"data": self._data_key(), "arch": vars(self.arch), "recipe": vars(self.recipe),
+        spec = {"data": self.data_key(), "arch": vars(self.arch), "recipe": vars(self.recipe),
                 "seed": self.pretrain_seed, "exclude_class": exclude_class}
 
         def build(folder: Path) -> dict:
@@ -146,6 +147,3 @@ class Context:
     def model_folder(self, role: str) -> Path:
         """role: 'unlearned' (the configured method), or a reference: 'original' / 'oracle'."""
         return self.unlearned() if role == "unlearned" else self.unlearned(role, {})
-
-    def spec_key(self) -> str:
-        return key_of({"data": self.data_spec, "fc": self.forget_class, "arch": self.arch_name})

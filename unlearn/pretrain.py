@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from unlearn.data import Dataset
 from unlearn.diffusion import Schedule, eps_loss
-from unlearn.model import EMA, Arch, Timer, build_unet, save_unet
+from unlearn.model import EMA, Arch, Timer, build_unet
 
 log = logging.getLogger(__name__)
 
