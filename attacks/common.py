@@ -1,14 +1,19 @@
-"""What every attack yields: the model as it stands at one budget point, with the budget spent.
+"""What every attack yields, and the one optimisation loop the training attacks share.
 
 Attacks never score themselves and never import the judge (tests enforce it): the evaluation
-harness (evaluation/harness.py) consumes these states and scores them.
+harness (evaluation/harness.py) consumes the states an attack yields and scores them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import torch
+from tqdm.auto import tqdm
+
+from unlearn.errors import UserError
+from unlearn.model import Timer
 
 
 @dataclass(frozen=True)
@@ -22,9 +27,56 @@ class AttackState:
 
 
 def check_budgets(budgets) -> list[int]:
-    from unlearn.errors import UserError
-
     b = [int(x) for x in budgets]
     if not b or any(x < 0 for x in b) or b != sorted(set(b)):
         raise UserError(f"attack.budgets must be a non-empty, strictly increasing list of steps >= 0, got {list(budgets)}")
     return b
+
+
+def check_k(k, pool: torch.Tensor, forget_class: int) -> int:
+    k = int(k)
+    if not 1 <= k <= len(pool):
+        raise UserError(f"attack.k={k} but the attacker pool of class {forget_class} holds "
+                        f"{len(pool)} images; use 1 <= attack.k <= {len(pool)}")
+    return k
+
+
+def check_positive(a, *names: str) -> None:
+    bad = [n for n in names if not float(a[n]) > 0]
+    if bad:
+        raise UserError(f"attack.{bad[0]} must be positive, got {a[bad[0]]}")
+
+
+def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor],
+             budgets: list[int], *, lr: float, batch_size: int, nfe_per_step: int, desc: str,
+             grad_clip: float | None = None) -> Iterator[AttackState]:
+    """Adam on `params` for budgets[-1] steps; yield the model's state at each budget (cumulative).
+
+    Non-finite losses are checked at each budget point, not every step (no host sync inside the loop);
+    a diverged attack stops with a one-line error instead of recording garbage."""
+    params = [p for p in params]
+    device = params[0].device
+    opt = torch.optim.Adam(params, lr=lr)
+    timer = Timer(device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    done = 0
+    bar = tqdm(total=budgets[-1], desc=desc, disable=None, leave=False)
+    for budget in budgets:
+        model.train()
+        with timer:
+            while done < budget:
+                loss = loss_fn()
+                finite &= torch.isfinite(loss.detach())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                opt.step()
+                done += 1
+                bar.update()
+        if not bool(finite):
+            bar.close()
+            raise UserError(f"{desc}: the loss became NaN or inf before step {done}; lower attack.lr")
+        model.eval()
+        yield AttackState(model, done, done * batch_size, done * nfe_per_step, timer.wall_s, timer.device_s)
+    bar.close()

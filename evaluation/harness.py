@@ -85,19 +85,67 @@ def sample_labels(model, ctx: Context, ev: SamplerSpec, labels: torch.Tensor, se
 AttackFactory = Callable[[torch.nn.Module, Context, torch.Generator], Iterator[AttackState]]
 
 
-def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = None) -> list[dict]:
+def confused_class(ctx: Context, judge_cfg: DictConfig) -> int:
+    """The class the judge most confuses with c_f on the test split: argmax over j != c_f of
+    mean p(j | x of c_f) + mean p(c_f | x of j). Used to pick the neighbour for fine-tuning recovery."""
+    judge = get_judge(ctx, judge_cfg)
+    ds, fc = ctx.ds, ctx.forget_class
+    probs = judge.probs(ds.x_test)
+    conf = torch.stack([probs[ds.y_test == c].mean(0) for c in range(ds.num_classes)])  # [true, predicted]
+    both = conf[fc] + conf[:, fc]
+    both[fc] = -1.0
+    return int(both.argmax())
+
+
+def _hit_any(hits: torch.Tensor, sizes=(1, 10, 100)) -> dict:
+    """Share of disjoint groups of m samples holding at least one hit (best-of-m), for each m <= N."""
+    out = {}
+    for m in sizes:
+        groups = hits.shape[0] // m
+        if groups:
+            out[str(m)] = round(hits[: groups * m].view(groups, m).any(1).float().mean().item(), 5)
+    return out
+
+
+class Guards:
+    """Quality guards beside every recovered point, so garbage or a destroyed model is not 'recovery':
+    FID (judge features, torch-fidelity) of the c_f samples against real c_f images (held-out half +
+    test split, never given to an attacker), and the judge's accuracy on samples of the retained classes."""
+
+    def __init__(self, ctx: Context, judge: Judge, ev: SamplerSpec, per_class: int):
+        ds, fc = ctx.ds, ctx.forget_class
+        self.ctx, self.judge, self.ev = ctx, judge, ev
+        self.real = torch.cat([ds.heldout(fc), ds.x_test[ds.y_test == fc]])
+        self.labels = torch.tensor([c for c in range(ds.num_classes) if c != fc for _ in range(per_class)])
+
+    def __call__(self, model, x_cf: torch.Tensor) -> tuple[dict, Timer]:
+        from evaluation.fid import fid
+
+        x, timer = sample_labels(model, self.ctx, self.ev, self.labels, self.ctx.seed + 1)
+        with timer:
+            retained = (self.judge.probs(x).argmax(-1) == self.labels).float().mean().item()
+            f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), cuda=self.ctx.device.type == "cuda")
+        return {"fid_cf": round(f, 3), "retained_ra": round(retained, 5), "retained_n": len(self.labels),
+                "fid_real_n": len(self.real)}, timer
+
+
+def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = None, *, setting: str = "default",
+               subdir: str | None = None, sampling_is_attack: bool = False) -> list[dict]:
+    """Run `attack` on the unlearned model and the references; one record per (role, budget).
+
+    setting: the attack variant's label within its family (e.g. "lora r=4 k=10"), stored in records.
+    subdir: put this run's figures under a sub-folder of the run folder (attacks with several settings).
+    sampling_is_attack: the attack *is* the sampling (sampler probes): its budget is the sampling cost."""
     ctx = ctx or Context.from_cfg(cfg)
     ev = SamplerSpec.from_cfg(cfg.sampler)
     n = check_n(cfg.eval.n)
+    per_class = int(cfg.eval.get("n_retained_per_class", 0))
+    if per_class < 0:
+        raise UserError(f"eval.n_retained_per_class={per_class}: use 0 (no guards) or more")
     budgets = check_budgets(cfg.attack.budgets)
-    out_dir = _run_dir(cfg)
+    out_dir = _run_dir(cfg) / subdir if subdir else _run_dir(cfg)
     records_path = Path(cfg.paths.results) / "records.jsonl"
-    bad = [r for r in cfg.references if r not in REFERENCES]
-    if bad:
-        raise UserError(f"references may only name {', '.join(REFERENCES)}; got {bad}")
-    # Attacking a reference itself (unlearned=original / oracle): it is scored once, under its own role.
-    roles = list(dict.fromkeys([*([] if ctx.method_name in REFERENCES else ["unlearned"]),
-                                *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
+    roles = _roles(cfg, ctx)
     attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
     judge = get_judge(ctx, cfg.judge)
     unlearned_prov = provenance(ctx.model_folder("unlearned"))
@@ -105,7 +153,8 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     # A point's identity: the model (its artifact key), the attack's settings (the budget grid excluded:
     # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
     job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": asdict(ev), "n": n,
-           "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class}
+           "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class}
+    guards = Guards(ctx, judge, ev, per_class) if per_class else None
     run_id = key_of({**job, "unlearned": unlearned_prov["key"]})
     keys = []
     for role in roles:
@@ -123,7 +172,12 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
             if role_keys[state.steps] in have:
                 continue
             x, timer = sample_labels(state.model, ctx, ev, torch.full((n,), ctx.forget_class), ctx.seed)
-            s = score(judge.probs(x), ctx.forget_class)
+            probs = judge.probs(x)
+            s = score(probs, ctx.forget_class)
+            guard, gtimer = guards(state.model, x) if guards else ({}, Timer(ctx.device))
+            if sampling_is_attack:
+                state = AttackState(state.model, 0, 0, sampling_nfe(n, ev.steps, ev.guidance_w), timer.wall_s,
+                                    timer.device_s)
             rec = {
                 "key": role_keys[state.steps], "kind": "attack", "run_id": run_id,
                 "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -131,7 +185,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                 "model": ctx.arch_name, "model_key": model_key, "model_code_version": prov.get("code_version"),
                 "method": ctx.method_label if role == "unlearned" else role, "role": role,
                 "forget_class": ctx.forget_class, "seed": ctx.seed,
-                "attack": attack_params["name"], "attack_params": attack_params,
+                "attack": attack_params["name"], "setting": setting, "attack_params": attack_params,
                 "budget": {"steps": state.steps, "sample_gradients": state.sample_gradients, "nfe": state.nfe,
                            # in units of the attacked method's own unlearning run; reference records are
                            # shared across methods, so they carry none (divide by the method's at read time)
@@ -140,19 +194,31 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                            "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)},
                 "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
                 "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,
-                "n": n, "eval": {"nfe": sampling_nfe(n, ev.steps, ev.guidance_w),
-                                    "wall_s": round(timer.wall_s, 3), "device_s": round(timer.device_s, 3)},
+                "n": n, "eval": {"nfe": sampling_nfe(n + len(guards.labels) if guards else n, ev.steps, ev.guidance_w),
+                                 "wall_s": round(timer.wall_s + gtimer.wall_s, 3),
+                                 "device_s": round(timer.device_s + gtimer.device_s, 3)},
                 **{k: round(v, 5) for k, v in s.items()},
+                "hit_any": _hit_any(probs.argmax(-1) == ctx.forget_class), "guard": guard,
                 "device": device_name(ctx.device), "torch": torch.__version__,
             }
             _save_strip(x[:16], out_dir / "samples" / f"{role}_steps{state.steps}.npy")
             append_record(records_path, rec)
-            log.info("%s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f", role, state.steps, s["ra"], s["ra_ci_low"],
-                     s["ra_ci_high"], s["entropy"])
+            log.info("%s %s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, setting, state.steps, s["ra"],
+                     s["ra_ci_low"], s["ra_ci_high"], s["entropy"], guard)
     wanted = set(keys)
     records = [r for r in read_records(records_path) if r["key"] in wanted]
     _outputs(records, out_dir, roles, budgets)
     return records
+
+
+def _roles(cfg: DictConfig, ctx: Context) -> list[str]:
+    """The unlearned model, then the references. Attacking a reference itself (unlearned=original / oracle):
+    it is run once, under its own role."""
+    bad = [r for r in cfg.references if r not in REFERENCES]
+    if bad:
+        raise UserError(f"references may only name {', '.join(REFERENCES)}; got {bad}")
+    return list(dict.fromkeys([*([] if ctx.method_name in REFERENCES else ["unlearned"]),
+                               *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -182,3 +248,59 @@ def _outputs(records: list[dict], out_dir: Path, roles: list[str], budgets: list
     print(table.to_string())
     (out_dir / "summary.txt").write_text(table.to_string() + "\n")
     print(f"records: {len(records)} points; outputs in {out_dir}")
+
+
+def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], scores: list[str],
+              ctx: Context | None = None) -> list[dict]:
+    """Run an audit (no budget, no sampling: membership inference) on the unlearned model and the
+    references; one record (kind "mia") per (role, score name in `scores`). Resumable like run_attack:
+    a role whose scores are all recorded is skipped; otherwise only the missing scores are appended."""
+    ctx = ctx or Context.from_cfg(cfg)
+    records_path = Path(cfg.paths.results) / "records.jsonl"
+    roles = _roles(cfg, ctx)
+    params = OmegaConf.to_container(cfg.attack, resolve=True)
+    unlearned_key = provenance(ctx.model_folder("unlearned"))["key"]
+    job = {"attack": params, "seed": ctx.seed, "forget_class": ctx.forget_class}
+    run_id = key_of({**job, "unlearned": unlearned_key})
+    wanted = set()
+    for role in roles:
+        folder = ctx.model_folder(role)
+        prov = provenance(folder)
+        role_key = {**job, "model": prov["key"]}
+        keys = {name: key_of({**role_key, "score": name}) for name in scores}
+        wanted |= set(keys.values())
+        have = existing_keys(records_path)
+        if all(k in have for k in keys.values()):
+            log.info("%s: audit already recorded", role)
+            continue
+        model = load_unet(folder, ctx.device)
+        timer = Timer(ctx.device)
+        with timer:
+            results = audit(model)
+        for res in results:
+            if keys[res["score"]] in have:
+                continue
+            rec = {"key": keys[res["score"]], "kind": "mia",
+                   "run_id": run_id, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
+                   "model": ctx.arch_name, "model_key": prov["key"],
+                   "method": ctx.method_label if role == "unlearned" else role, "role": role,
+                   "forget_class": ctx.forget_class, "seed": ctx.seed, "attack": params["name"],
+                   "attack_params": params, **res, "audit_wall_s": round(timer.wall_s, 3),
+                   "audit_device_s": round(timer.device_s, 3), "device": device_name(ctx.device),
+                   "torch": torch.__version__}
+            append_record(records_path, rec)
+        log.info("%s: %s", role, ", ".join(f"{r['score']} AUC {r['auc']:.3f}" for r in results))
+    records = [r for r in read_records(records_path) if r["key"] in wanted]
+    _print_mia(records)
+    return records
+
+
+def _print_mia(records: list[dict]) -> None:
+    import pandas as pd
+
+    if not records:
+        return
+    df = pd.DataFrame(records)
+    df["col"] = df["role"].where(df["role"] != "unlearned", "unlearned:" + df["method"])
+    print(df.pivot_table(index="score", columns="col", values="auc", aggfunc="first").round(3).to_string())

@@ -29,7 +29,10 @@ def test_relearn_job_records_outputs_and_resume(tiny_root, tmp_path):
     by = {(r["role"], r["budget"]["steps"]): r for r in records}
     assert by[("unlearned", 2)]["budget"]["sample_gradients"] == 2 * cfg.attack.batch_size
     assert by[("unlearned", 0)]["budget"]["unlearning_equivalents"] == 0
-    assert by[("original", 2)]["eval"]["nfe"] == 16 * 3 * 2  # n x DDIM steps x (cond + null)
+    # (n + guard samples: 10 per retained class) x DDIM steps x (cond + null)
+    assert by[("original", 2)]["eval"]["nfe"] == (16 + 9 * 10) * 3 * 2
+    assert by[("original", 2)]["guard"]["retained_n"] == 90 and by[("original", 2)]["guard"]["fid_cf"] > 0
+    assert set(by[("original", 2)]["hit_any"]) == {"1", "10"} and by[("original", 2)]["setting"] == "full k=10"
     out = tiny_root / "results" / "run"
     assert (out / "ra_curve.png").stat().st_size > 0 and (out / "samples_steps2.png").is_file()
     # rerun: nothing is recomputed, the record set is unchanged
@@ -80,7 +83,8 @@ def test_cli_bad_input_one_line_nonzero_no_records(tiny_root, tmp_path, override
 
 
 def test_attacks_never_import_the_judge():
-    code = ("import sys, attacks.relearn, attacks.common; "
+    code = ("import sys, attacks.relearn, attacks.common, attacks.finetune, attacks.embedding, attacks.sampler, "
+            "attacks.mia, attacks.lora, attacks.attacker_clf; "
             "bad = [m for m in sys.modules if m.startswith('evaluation')]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

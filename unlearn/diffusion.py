@@ -111,11 +111,25 @@ def ddim_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: t
     if clip_x0:
         x0_hat = x0_hat.clamp(-1, 1)
         eps = (x_t - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
+    if eta == 0:  # deterministic; also valid with t_prev > t (DDIM inversion, as SecMI uses it)
+        return a_prev.sqrt() * x0_hat + (1 - a_prev).sqrt() * eps
     sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()  # 2.
-    x_prev = a_prev.sqrt() * x0_hat + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps  # 3. + 4.
-    if eta > 0:
-        x_prev = x_prev + sigma * noise
-    return x_prev
+    return a_prev.sqrt() * x0_hat + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise  # 3. + 4.
+
+
+def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, null_class: int,
+              guidance_w: float, num_steps: int = 25, eta: float = 0.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Guided DDIM from noise x (x_T) to x_0 for one batch. Differentiable: attacks that optimise through
+    the sampler call it under autograd; `ddim_sample` wraps it in inference mode."""
+    steps = ddim_timesteps(schedule.num_train_timesteps, num_steps)
+    for i, t in enumerate(steps):
+        t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+        t_batch = torch.full((labels.shape[0],), t, device=x.device, dtype=torch.long)
+        eps = guided_eps(model, x, t_batch, labels, null_class, guidance_w)
+        noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
+        x = ddim_step(schedule, eps, t, t_prev, x, eta, noise)
+    return x
 
 
 @torch.inference_mode()
@@ -126,18 +140,11 @@ def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tu
 
     Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2)."""
     device = next(model.parameters()).device
-    steps = ddim_timesteps(schedule.num_train_timesteps, num_steps)
     out = []
     for start in range(0, labels.shape[0], batch_size):
         y = labels[start:start + batch_size].to(device)
         x = torch.randn((y.shape[0], *image_shape), generator=generator).to(device)
-        for i, t in enumerate(steps):
-            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-            t_batch = torch.full((y.shape[0],), t, device=device, dtype=torch.long)
-            eps = guided_eps(model, x, t_batch, y, null_class, guidance_w)
-            noise = torch.randn(x.shape, generator=generator).to(device) if eta > 0 else None
-            x = ddim_step(schedule, eps, t, t_prev, x, eta, noise)
-        out.append(x.float().cpu())
+        out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator).float().cpu())
     return torch.cat(out)
 
 

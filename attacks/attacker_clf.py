@@ -1,0 +1,75 @@
+"""The attacker's own classifier, for data-free attacks that need a gradient toward "looks like c_f".
+
+It is deliberately not the judge (spec control 4: the judge is never the classifier an attack optimises
+against): a different architecture (an MLP, not the judge's CNN), trained on different images (the
+attacker pools of every class, never the held-out halves or the test split the judge is tested on).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from unlearn.artifacts import artifact
+from unlearn.pipeline import Context
+
+
+@dataclass(frozen=True)
+class AttackerClfRecipe:
+    hidden: int = 256
+    epochs: int = 60
+    lr: float = 1e-3
+    batch_size: int = 64
+    noise_std: float = 0.1   # input noise: some robustness to the half-denoised images it is asked about
+
+
+class AttackerNet(nn.Module):
+    def __init__(self, in_features: int, num_classes: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def train_attacker_clf(x: torch.Tensor, y: torch.Tensor, num_classes: int, recipe: AttackerClfRecipe,
+                       seed: int) -> AttackerNet:
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = AttackerNet(x[0].numel(), num_classes, recipe.hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    for _ in range(recipe.epochs):
+        for idx in torch.randperm(len(x), generator=g).split(recipe.batch_size):
+            xb = x[idx] + recipe.noise_std * torch.randn(x[idx].shape, generator=g)
+            loss = nn.functional.cross_entropy(net(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+def get_attacker_clf(ctx: Context, recipe: AttackerClfRecipe = AttackerClfRecipe()) -> AttackerNet:
+    """Build once per dataset (cached artifact), load on ctx.device, frozen."""
+    ds = ctx.ds
+    spec = {"data": ctx.data_key(), "recipe": asdict(recipe), "seed": ctx.pretrain_seed}
+
+    def build(folder: Path) -> dict:
+        x = torch.cat([ds.attacker_pool(c) for c in range(ds.num_classes)])
+        y = torch.cat([torch.full((len(ds.pool_index[c]),), c) for c in range(ds.num_classes)])
+        net = train_attacker_clf(x, y, ds.num_classes, recipe, ctx.pretrain_seed)
+        with torch.no_grad():
+            acc = (net(ds.x_test).argmax(-1) == ds.y_test).float().mean().item()
+        save_file(net.state_dict(), str(folder / "attacker_clf.safetensors"))
+        (folder / "meta.json").write_text(json.dumps({"test_accuracy": acc, "recipe": asdict(recipe)}))
+        return {"test_accuracy": acc}
+
+    folder = artifact(ctx.artifacts_root, "attacker_clf", spec, build)
+    net = AttackerNet(ds.x_train[0].numel(), ds.num_classes, recipe.hidden)
+    net.load_state_dict(load_file(str(folder / "attacker_clf.safetensors")))
+    return net.to(ctx.device).eval().requires_grad_(False)

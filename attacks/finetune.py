@@ -1,0 +1,99 @@
+"""Fine-tuning recovery: ordinary fine-tuning that never sees the forgotten class, then sampling with c_f.
+
+Threat model (../shared/spec/attacks.md, id `finetune`; DiMRA, Yuan et al. 2025; concept resurgence,
+Suriyakumar et al. 2024): a downstream user fine-tunes the unlearned model on data without c_f. Does c_f
+come back anyway? The attacker's data (attack.data):
+    retain     the attacker pools of every retained class, with their labels
+    neighbour  the attacker pool of one class only: the one the judge most confuses with c_f
+    own        the model's own samples of the retained classes (data-free), drawn before fine-tuning
+Loss: the pre-training loss (eps-loss, labels dropped to the null class with attack.label_dropout, so the
+guidance branch keeps training too). Budget = optimizer steps x batch.
+
+    python -m attacks.finetune unlearned=safemax
+    python -m attacks.finetune unlearned=safemax attack.data=neighbour
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from attacks.common import AttackState, check_positive, optimize
+from unlearn.diffusion import Schedule, ddim_sample, eps_loss
+from unlearn.errors import UserError
+from unlearn.methods_common import batch_of
+from unlearn.model import null_class
+from unlearn.pipeline import Context
+
+DATA = ("retain", "neighbour", "own")
+
+
+def finetune(model, images: torch.Tensor, labels: torch.Tensor, *, schedule: Schedule, budgets: list[int],
+             lr: float = 1e-4, batch_size: int = 32, label_dropout: float = 0.1,
+             generator: torch.Generator | None = None) -> Iterator[AttackState]:
+    """Fine-tune `model` in place on (images, labels) with the pre-training loss; a state per budget."""
+    device = next(model.parameters()).device
+    images, labels = images.to(device), labels.to(device)
+    null = null_class(model)
+
+    def loss():
+        x0, y = batch_of((images, labels), batch_size, generator)
+        drop = (torch.rand(y.shape, generator=generator) < label_dropout).to(device)
+        return eps_loss(model, schedule, x0, torch.where(drop, torch.full_like(y, null), y), generator)
+
+    return optimize(model, model.parameters(), loss, budgets, lr=lr, batch_size=batch_size,
+                    nfe_per_step=batch_size, desc="finetune")
+
+
+def attacker_data(ctx: Context, data: str, neighbour: int | None, model=None, n_own: int = 0,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attacker's fine-tuning set: never an image of c_f."""
+    ds, fc = ctx.ds, ctx.forget_class
+    classes = [neighbour] if data == "neighbour" else [c for c in range(ds.num_classes) if c != fc]
+    if data == "own":
+        y = torch.tensor(classes).repeat_interleave(n_own)
+        x = ddim_sample(model, ctx.schedule, y, ds.image_shape, null_class(model), 0.0, 25, 0.0, generator)
+        return x, y
+    xs = [ds.attacker_pool(c) for c in classes]
+    return torch.cat(xs), torch.cat([torch.full((len(x),), c) for c, x in zip(classes, xs)])
+
+
+def setting(a: DictConfig, neighbour: int | None) -> str:
+    return {"retain": "retain", "neighbour": f"neighbour c={neighbour}", "own": f"own n={int(a.n_own)}"}[a.data]
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    from evaluation.harness import confused_class, run_attack  # the judge only picks the neighbour class
+
+    a = cfg.attack
+    ctx = Context.from_cfg(cfg)
+    if a.data not in DATA:
+        raise UserError(f"attack.data={a.data!r}; use one of {', '.join(DATA)}")
+    check_positive(a, "batch_size", "lr")
+    if a.data == "own" and int(a.n_own) < 1:
+        raise UserError(f"attack.n_own={a.n_own}: the data-free variant needs >= 1 own sample per class")
+    neighbour = confused_class(ctx, cfg.judge) if a.data == "neighbour" else None
+
+    def attack(model, ctx, gen):
+        x, y = attacker_data(ctx, a.data, neighbour, model, int(a.n_own), gen)
+        assert not (y == ctx.forget_class).any()
+        return finetune(model, x, y, schedule=ctx.schedule, budgets=list(a.budgets), lr=float(a.lr),
+                        batch_size=int(a.batch_size), label_dropout=float(a.label_dropout), generator=gen)
+
+    return run_attack(cfg, attack, ctx, setting=setting(a, neighbour))
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
+            config_name="finetune")
+def main(cfg: DictConfig) -> None:
+    from unlearn.errors import exit_on_user_error
+
+    exit_on_user_error(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The attack suite on tiny models: every attack writes valid records for two budget points; the
+embedding attack leaves every UNet weight bit-identical; LoRA starts at the model; the MIA's known answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from attacks import embedding, finetune, mia, relearn, sampler
+from attacks.lora import add_lora
+from evaluation.records import read_records
+from tests.conftest import TINY, TINY_ATTACK, TINY_METHOD, compose_cfg
+from unlearn.data import load_digits_dataset
+from unlearn.diffusion import Schedule, eps_loss
+from unlearn.model import Arch, build_unet
+
+TINY_ARCH = Arch(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=4, add_attention=False)
+
+
+def _paths(tiny_root, tmp_path):
+    """Shared tiny artifacts (built once per session), a results root of this test's own."""
+    return [f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
+
+
+def _check(records, n_roles=3, n_budgets=2, attack=None):
+    assert len(records) == n_roles * n_budgets
+    for r in records:
+        assert r["kind"] == "attack" and r["attack"] == attack and r["setting"]
+        assert 0 <= r["ra_ci_low"] <= r["ra"] <= r["ra_ci_high"] <= 1
+        assert {"steps", "sample_gradients", "nfe", "wall_s", "device_s"} <= set(r["budget"])
+        assert 0 <= r["guard"]["retained_ra"] <= 1 and np.isfinite(r["guard"]["fid_cf"])
+    return {(r["role"], r["budget"]["steps"]): r for r in records}
+
+
+@pytest.mark.parametrize("job, overrides, attack", [
+    (relearn, ["attack=relearn_lora"], "relearn"),
+    (finetune, [], "finetune"),
+    (finetune, ["attack.data=neighbour"], "finetune"),
+    (finetune, ["attack.data=own", "attack.n_own=2"], "finetune"),
+    (embedding, ["attack.init=mean"], "embedding"),
+    (embedding, ["attack=embedding_datafree", "attack.sample_steps=2", "attack.batch_size=4"], "embedding"),
+])
+def test_training_attacks_write_records(job, overrides, attack, tiny_root, tmp_path):
+    name = job.__name__.split(".")[-1]
+    cfg = compose_cfg(name, [*TINY, *TINY_METHOD, *TINY_ATTACK, *overrides, *_paths(tiny_root, tmp_path)])
+    by = _check(job.run(cfg), attack=attack)
+    b = by[("unlearned", 2)]["budget"]
+    assert b["steps"] == 2 and b["sample_gradients"] == 2 * cfg.attack.batch_size and b["wall_s"] > 0
+    assert by[("unlearned", 0)]["budget"]["nfe"] == 0
+
+
+def test_sampler_probes_record_each_setting(tiny_root, tmp_path):
+    cfg = compose_cfg("sampler", [*TINY, *TINY_METHOD, "eval.n=16", "attack.guidance_w=[0,4]", "attack.eta=[1]",
+                                  *_paths(tiny_root, tmp_path)])
+    records = sampler.run(cfg)
+    assert len(records) == 2 * 3
+    for r in records:
+        w = r["attack_params"]["guidance_w"]
+        assert r["guidance_w"] == w and r["sampler"]["eta"] == 1.0 and r["setting"] == f"w={w:g} eta=1"
+        assert r["budget"]["nfe"] == 16 * 3 * (1 if w == 0 else 2)  # the attack's cost is its sampling
+        assert r["hit_any"]["1"] == pytest.approx(r["ra"])
+
+
+def test_mia_job_records_every_score_per_role(tiny_root, tmp_path):
+    cfg = compose_cfg("mia", [*TINY, *TINY_METHOD, "attack.t=[100]", "attack.draws=1", *_paths(tiny_root, tmp_path)])
+    records = mia.run(cfg)
+    assert {r["score"] for r in records} == {"loss t=100 cond", "loss t=100 null", "pia", "secmi"}
+    assert len(records) == 4 * 3 and {r["role"] for r in records} == {"unlearned", "original", "oracle"}
+    for r in records:
+        assert 0 <= r["auc"] <= 1 and r["n_members"] > r["n_nonmembers"] > 0
+    again = mia.run(cfg)  # resumes: nothing recomputed, nothing duplicated
+    assert {r["key"] for r in again} == {r["key"] for r in records}
+    assert len(read_records(tmp_path / "results" / "records.jsonl")) == 12
+
+
+def test_embedding_inversion_leaves_unet_weights_bit_identical():
+    ds = load_digits_dataset()
+    model = build_unet(TINY_ARCH, ds.image_shape, ds.num_classes)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    table = model.class_embedding
+    states = list(embedding.invert(model, ds.attacker_pool(3)[:4], forget_class=3, schedule=Schedule.linear(),
+                                   budgets=[0, 3], init="null", lr=0.1, batch_size=4,
+                                   generator=torch.Generator().manual_seed(0)))
+    assert [s.steps for s in states] == [0, 3]
+    after = dict(model.named_parameters())
+    assert not torch.equal(after["class_embedding.vector"], table.weight[10])  # the free vector moved
+    for k, v in before.items():  # ... and nothing else did
+        assert torch.equal(v, model.state_dict()[k.replace("class_embedding.", "class_embedding.table.")]), k
+    labels = torch.tensor([3, 3, 5])
+    e = model.class_embedding(labels)
+    assert torch.equal(e[0], after["class_embedding.vector"].detach()) and torch.equal(e[2], table.weight[5])
+
+
+def test_lora_starts_at_the_model_and_trains_only_adapters():
+    ds = load_digits_dataset()
+    model = build_unet(TINY_ARCH, ds.image_shape, ds.num_classes)
+    x, t, y = ds.x_train[:4], torch.tensor([10, 200, 500, 900]), ds.y_train[:4]
+    with torch.no_grad():
+        ref = model(x, t, class_labels=y).sample
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    params = add_lora(model, rank=2)
+    with torch.no_grad():
+        assert torch.equal(model(x, t, class_labels=y).sample, ref)  # up-projections start at zero
+    opt = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        eps_loss(model, Schedule.linear(), x, y, torch.Generator().manual_seed(0)).backward()
+        opt.step()
+    sd = model.state_dict()
+    for k, v in base.items():
+        parts = k.rsplit(".", 1)
+        assert torch.equal(v, sd[k] if k in sd else sd[f"{parts[0]}.base.{parts[1]}"]), k
+    with torch.no_grad():
+        assert not torch.equal(model(x, t, class_labels=y).sample, ref)
+    assert sum(p.numel() for p in params) < 0.5 * sum(v.numel() for v in base.values())
+
+
+def _train(model, x, y, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sched = Schedule.linear()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (32,), generator=g)
+        loss = eps_loss(model, sched, x[idx], y[idx], g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mia_sets():
+    ds = load_digits_dataset()
+    perm = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(1))
+    x, y = ds.x_train[perm], ds.y_train[perm]
+    return x, y
+
+
+def test_mia_known_answer_model_that_never_saw_either_set(mia_sets):
+    x, y = mia_sets
+    torch.manual_seed(0)
+    model = _train(build_unet(TINY_ARCH, (1, 8, 8), 10), x[:400], y[:400], 150)
+    a, b = x[400:750], x[750:1100]  # both unseen, from the same distribution
+    sa = mia.mia_scores(model, Schedule.linear(), a, 0, ts=(100,), draws=2)
+    sb = mia.mia_scores(model, Schedule.linear(), b, 0, ts=(100,), draws=2)
+    for name in sa:
+        assert abs(mia.evaluate(sa[name][0], sb[name][0])["auc"] - 0.5) <= 0.05, name
+
+
+def test_mia_known_answer_model_overfit_to_the_members(mia_sets):
+    x, y = mia_sets
+    torch.manual_seed(0)
+    members, nonmembers = x[:16], x[400:700]
+    model = _train(build_unet(TINY_ARCH, (1, 8, 8), 10), members, torch.zeros(16, dtype=torch.long), 400)
+    sm = mia.mia_scores(model, Schedule.linear(), members, 0, ts=(100,), draws=2)
+    sn = mia.mia_scores(model, Schedule.linear(), nonmembers, 0, ts=(100,), draws=2)
+    res = mia.evaluate(sm["loss t=100 cond"][0], sn["loss t=100 cond"][0])
+    assert res["auc"] > 0.9 and res["tpr_at_1pct_fpr"] > 0.2
+    assert mia.evaluate(sm["loss t=100 null"][0], sn["loss t=100 null"][0])["auc"] > 0.9
+    # PIA and SecMI separate these sets too, but inverted (AUC 0.23 and 0.10 when measured): both lean on
+    # the model at t ~ 0, which 400 steps of a tiny model do not learn. On the real digits model they
+    # point the usual way (REPORT.md). Recorded here so a change in their behaviour is noticed.
+    assert abs(mia.evaluate(sm["secmi"][0], sn["secmi"][0])["auc"] - 0.5) > 0.25
+
+
+def test_mia_evaluate_thresholds_on_the_shadow_split():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(3, 1, 2000), rng.normal(0, 1, 2000)
+    res = mia.evaluate(members, nonmembers)
+    assert res["auc"] == pytest.approx(0.983, abs=0.01)  # Phi(3 / sqrt 2)
+    assert res["fpr_realised_1pct"] == pytest.approx(0.01, abs=0.01)
+    assert res["tpr_at_1pct_fpr"] == pytest.approx(0.63, abs=0.06)  # P(N(3,1) > 2.326)
