@@ -112,9 +112,9 @@ class Guards:
     FID (judge features, torch-fidelity) of the c_f samples against real c_f images (held-out half +
     test split, never given to an attacker), and the judge's accuracy on samples of the retained classes."""
 
-    def __init__(self, ctx: Context, judge: Judge, ev: SamplerSpec, per_class: int):
+    def __init__(self, ctx: Context, judge: Judge, ev: SamplerSpec, per_class: int, inception_weights: str | None = None):
         ds, fc = ctx.ds, ctx.forget_class
-        self.ctx, self.judge, self.ev = ctx, judge, ev
+        self.ctx, self.judge, self.ev, self.inception = ctx, judge, ev, inception_weights
         self.real = torch.cat([ds.heldout(fc), ds.x_test[ds.y_test == fc]])
         self.labels = torch.tensor([c for c in range(ds.num_classes) if c != fc for _ in range(per_class)])
 
@@ -124,8 +124,8 @@ class Guards:
         x, timer = sample_labels(model, self.ctx, self.ev, self.labels, self.ctx.seed + 1)
         with timer:
             retained = (self.judge.probs(x).argmax(-1) == self.labels).float().mean().item()
-            f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), cuda=self.ctx.device.type == "cuda")
-        return {"fid_cf": round(f, 3), "retained_ra": round(retained, 5), "retained_n": len(self.labels),
+            f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), self.inception, cuda=self.ctx.device.type == "cuda")
+        return {"fid_cf": round(f, 3), "fid_features": "inception" if self.inception else f"judge:{self.judge.id}", "retained_ra": round(retained, 5), "retained_n": len(self.labels),
                 "fid_real_n": len(self.real)}, timer
 
 
@@ -154,7 +154,10 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
     job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": asdict(ev), "n": n,
            "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class}
-    guards = Guards(ctx, judge, ev, per_class) if per_class else None
+    inception = cfg.eval.get("inception_weights")
+    if inception:
+        job["inception"] = str(inception)
+    guards = Guards(ctx, judge, ev, per_class, inception) if per_class else None
     run_id = key_of({**job, "unlearned": unlearned_prov["key"]})
     keys = []
     for role in roles:
@@ -179,7 +182,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                 state = AttackState(state.model, 0, 0, sampling_nfe(n, ev.steps, ev.guidance_w), timer.wall_s,
                                     timer.device_s)
             rec = {
-                "key": role_keys[state.steps], "kind": "attack", "run_id": run_id,
+                "key": role_keys[state.steps], "kind": "attack", "run_id": run_id, "study": cfg.get("study"),
                 "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
                 "model": ctx.arch_name, "model_key": model_key, "model_code_version": prov.get("code_version"),
@@ -280,7 +283,7 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
         for res in results:
             if keys[res["score"]] in have:
                 continue
-            rec = {"key": keys[res["score"]], "kind": "mia",
+            rec = {"key": keys[res["score"]], "kind": "mia", "study": cfg.get("study"),
                    "run_id": run_id, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
                    "model": ctx.arch_name, "model_key": prov["key"],

@@ -93,9 +93,9 @@ def _arg(r: dict, name: str):
 
 
 def attack_section(records: list[dict], fig_dir: Path) -> str:
-    recs = [r for r in records if r.get("kind") == "attack"]
+    recs = [r for r in records if r.get("kind") == "attack" and r["attack"] == "relearn" and not r.get("study")]
     if not recs:
-        return "_No attack records yet: run `python -m attacks.relearn unlearned=safemax`._"
+        return "_No relearn records outside a study yet: run `python -m attacks.relearn unlearned=safemax`._"
     out = []
     groups = {}
     for r in recs:
@@ -132,6 +132,92 @@ def attack_section(records: list[dict], fig_dir: Path) -> str:
             + f"\n\n![RA curve](report/{name}.png)\n\nReproduce: `python -m attacks.relearn unlearned={u['method']} "
             f"data={u['dataset']} data.forget_class={u['forget_class']} seed={u['seed']}`")
     return "\n\n".join(out)
+
+
+def _fmt(t: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    from evaluation.summary import format_ci
+
+    t = format_ci(t, digits)
+    return t.apply(lambda c: c.map(lambda v: f"{v:.{digits}g}" if isinstance(v, float) else v))
+
+
+def _study_command(study: str) -> str:
+    """The commands that run a study: the indented comment lines of configs/experiment/<study>.yaml."""
+    path = ROOT / "configs" / "experiment" / f"{study}.yaml"
+    if not path.is_file():
+        return ""
+    lines = [ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#   ")]
+    return "\n".join(lines)
+
+
+def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
+    """A named study (attack records tagged `study`): robustness figure, scalar summaries with bootstrap CIs
+    over (class, seed) units, RA per budget, sampler probes, membership inference, and the cost ledger."""
+    from evaluation.curves import plot_robustness
+    from evaluation.summary import ledger, mia_table, ra_budget_table, sampler_table, scalar_table
+
+    recs = [r for r in records if r.get("study") == study]
+    atk = [r for r in recs if r.get("kind") == "attack"]
+    mia = [r for r in recs if r.get("kind") == "mia"]
+    if not atk and not mia:
+        return f"_No records of study {study} yet._"
+    out = []
+    if atk:
+        u = atk[0]
+        units = sorted({(r["forget_class"], r["seed"]) for r in atk})
+        out.append(f"Dataset {u['dataset']}, model {u['model']}; forget classes {sorted({c for c, _ in units})}, "
+                   f"seeds {sorted({s for _, s in units})} ({len(units)} units); methods "
+                   f"{', '.join(sorted({r['method'] for r in atk if r['role'] == 'unlearned'}))}; N = "
+                   f"{', '.join(map(str, sorted({r['n'] for r in atk})))} samples per point, DDIM-{u['sampler']['steps']}, "
+                   f"defender's w = {u['guidance_w']}; judge {u['judge_id']} (test accuracy {u['judge_test_accuracy']}). "
+                   f"Means over units with 95% bootstrap CIs (units resampled). Device: {_devices(atk)}; torch "
+                   f"{', '.join(sorted({r['torch'] for r in atk}))}. Code {', '.join(sorted({r['code_version'] for r in atk}))}.")
+        name = f"{study}_robustness.png"
+        plot_robustness(atk, fig_dir / name, title=f"{study}: RA of the forgotten class vs attack budget")
+        out.append(f"![robustness curves](report/{name})")
+        sc = scalar_table(atk)
+        if not sc.empty:
+            sc["b50_sample_grads"] = sc.apply(lambda r: _b50_grads(atk, r), axis=1)
+            out.append("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
+                       "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
+                       "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget):\n\n"
+                       + _md(_fmt(sc.drop(columns=["b_max"])).set_index("method")))
+        rb = ra_budget_table(atk)
+        if not rb.empty:
+            out.append("**RA per budget** (mean over units [95% CI]; ER = unlearned minus oracle, same attack and "
+                       "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
+                       "models' mean FID of c_f samples vs real c_f images on judge features):\n\n"
+                       + _md(_fmt(rb).set_index("attack")))
+        st = sampler_table(atk)
+        if not st.empty:
+            out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; hit_any_m: share of "
+                       "disjoint groups of m samples with at least one c_f, i.e. best-of-m seeds):\n\n"
+                       + _md(_fmt(st).set_index("role")))
+        led = ledger(atk)
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        tmp = fig_dir / f".{study}_ledger.csv.tmp"
+        led.to_csv(tmp)
+        tmp.replace(fig_dir / f"{study}_ledger.csv")
+        fam = led.groupby("attack")[["attack_wall_s", "attack_device_s", "eval_wall_s", "eval_device_s", "points"]].sum().round(1)
+        out.append(f"**Cost ledger** (seconds; attack cost and evaluation cost apart; one row per run in "
+                   f"[report/{study}_ledger.csv](report/{study}_ledger.csv) with device and torch version):\n\n" + _md(fam))
+    if mia:
+        mt = mia_table(mia)
+        out.append("**Membership inference audit** (members: the forget class's training images; non-members: its "
+                   "test images; AUC on all, TPR at FPR with thresholds fitted on a shadow half; the oracle is the "
+                   "reference value):\n\n" + _md(_fmt(mt).set_index("role")))
+    cmd = _study_command(study)
+    if cmd:
+        out.append(f"Reproduce:\n\n```\n{cmd}\npython -m evaluation.report\n```")
+    return "\n\n".join(out)
+
+
+def _b50_grads(records: list[dict], row) -> float:
+    """B@50 in sample-gradients: steps x the batch of that attack setting."""
+    for r in records:
+        if r["attack"] == row["attack"] and r.get("setting") == row["setting"] and r["budget"]["steps"] > 0:
+            return row["b50"] * r["budget"]["sample_gradients"] / r["budget"]["steps"]
+    return float("nan")
 
 
 def table_section(records: list[dict]) -> str:
@@ -185,6 +271,8 @@ def build_report(records_path: Path, report_path: Path) -> str:
     text = replace_section(text, "table", table_section(records))
     text = replace_section(text, "grids", grids_section(records_path.parent, fig_dir))
     text = replace_section(text, "relearn", attack_section(records, fig_dir))
+    for study in sorted({r["study"] for r in records if r.get("study")}):
+        text = replace_section(text, f"study {study}", study_section(records, study, fig_dir))
     tmp = report_path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(report_path)

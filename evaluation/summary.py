@@ -1,0 +1,357 @@
+"""Robustness scalars and tables across methods, classes and seeds, computed from records only.
+
+Notation (../shared/spec/attacks.md):
+    RA(B)        recovered accuracy of c_f after attack budget B (optimizer steps)
+    RA_orig      the original model's RA at B = 0: the ceiling          (column ra_orig)
+    RA_u         the unlearned model's RA at B = 0: the floor           (column ra_u)
+    NR(B)        (RA(B) - RA_u) / (RA_orig - RA_u), normalized recovery (column nr)
+    ER(B)        RA(B) - RA_oracle(B), excess recovery over the oracle attacked with the same budget (er)
+A unit is one (forget_class, seed) pair; confidence intervals resample units.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from unlearn.errors import UserError
+
+UNIT = ["forget_class", "seed"]
+CURVE_KEY = ["method", "forget_class", "seed", "attack", "setting", "n", "steps"]
+GUARDS = ["guard_fid_cf", "guard_retained_ra", "guard_retained_n"]
+HITS = ["hit_any_1", "hit_any_10", "hit_any_100"]
+COSTS = ["budget_sample_gradients", "budget_wall_s", "budget_device_s", "eval_wall_s", "eval_device_s"]
+SCALARS = ["aurc", "aurc_excess", "b50", "nr_at_max", "er_at_max"]  # b50: median over units, others mean
+MIA_METRICS = ["auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr"]
+WORST = "worst case"
+ROLE_ORDER = ["original", "unlearned", "oracle"]
+
+
+def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
+    """Attack records flattened (budget.steps -> budget_steps, guard.fid_cf -> guard_fid_cf, hit_any.10 ->
+    hit_any_10); `steps` = budget_steps; a missing setting is "default"; missing guards / costs are NaN."""
+    recs = [r for r in records if r.get("kind") == "attack"]
+    if not recs:
+        raise UserError("no attack records; run an attack first (e.g. python -m attacks.relearn unlearned=safemax)")
+    df = pd.json_normalize(recs, sep="_")
+    df["setting"] = df["setting"].fillna("default") if "setting" in df else "default"
+    df["setting"] = _disambiguate(recs, df["setting"])
+    for c in GUARDS + HITS + COSTS:
+        if c not in df:
+            df[c] = np.nan
+    df["steps"] = df["budget_steps"]
+    # Budget 0 is the untouched model under the defender's sampler, except where the attack changes the model
+    # or the sampler before its first step: sampler probes, and embedding inversion from another row.
+    init = df["attack_params_init"] if "attack_params_init" in df else pd.Series(np.nan, index=df.index)
+    df["unattacked"] = (df["attack"] != "sampler") & ~((df["attack"] == "embedding") & (init != "forgotten"))
+    return df
+
+
+def _disambiguate(recs: list[dict], setting: pd.Series) -> pd.Series:
+    """Settings are short labels chosen by each attack; where one label covers records whose attack
+    parameters differ (e.g. two learning rates), append the differing parameters to the label."""
+    params = [{k: v for k, v in r.get("attack_params", {}).items() if k != "budgets"} for r in recs]
+    out = setting.copy()
+    for label in setting.unique():
+        idx = [i for i, s in enumerate(setting) if s == label]
+        variants = {json.dumps(params[i], sort_keys=True, default=str) for i in idx}
+        if len(variants) < 2:
+            continue
+        keys = {k for i in idx for k in params[i]}
+        differ = sorted(k for k in keys if len({json.dumps(params[j].get(k), default=str) for j in idx}) > 1)
+        for i in idx:
+            out.iloc[i] = label + " " + " ".join(f"{k}={params[i].get(k)}" for k in differ)
+    return out
+
+
+def _frame(data) -> pd.DataFrame:
+    return data if isinstance(data, pd.DataFrame) else attack_frame(data)
+
+
+def _curves(data) -> pd.DataFrame:
+    df = _frame(data)
+    return df if "nr" in df else curve_table(df)
+
+
+def _one_dataset(df: pd.DataFrame) -> None:
+    if "dataset" in df and df["dataset"].nunique() > 1:
+        raise UserError(f"records hold datasets {sorted(df['dataset'].dropna().unique())}; pass one dataset's records")
+
+
+def _latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One record per key: the newest (by `time`, when records carry it), else the last read."""
+    if "time" in df:
+        df = df.sort_values("time", kind="stable")
+    return df.drop_duplicates(keys, keep="last")
+
+
+def _role_label(df: pd.DataFrame) -> pd.Series:
+    return df["role"].where(df["role"] != "unlearned", "unlearned:" + df["method"].astype(str))
+
+
+def _at_zero(ref: pd.DataFrame, on: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """RA of `ref` at budget 0, untouched model (see attack_frame), for each row of `on`, matched on `keys`
+    (attack and setting among them); where absent, the mean over `ref`'s untouched budget-0 points of any
+    setting with the other keys equal."""
+    z = ref[(ref["steps"] == 0) & ref["unattacked"]]
+    exact = on[keys].merge(z.groupby(keys, as_index=False)["ra"].mean(), on=keys, how="left")["ra"]
+    loose = [k for k in keys if k not in ("attack", "setting")]
+    fb = z.groupby(loose, as_index=False)["ra"].mean()
+    fallback = on[loose].merge(fb, on=loose, how="left")["ra"]
+    return exact.fillna(fallback).to_numpy(float)
+
+
+def curve_table(df) -> pd.DataFrame:
+    """One row per (method, forget_class, seed, attack, setting, steps) of the unlearned role with ra, ra_orig,
+    ra_u, nr (NaN where RA_orig = RA_u), ra_oracle, er, nr_oracle (the oracle's RA on the same NR scale), and
+    the guard / hit_any columns. Duplicate points keep the newest record. RA_orig and RA_u are the untouched
+    models' RA (budget 0 of the same attack and setting where that is the untouched model, else the mean over
+    untouched budget-0 points of the same class, seed and N; the unlearned model's of the same method)."""
+    df = _frame(df)
+    _one_dataset(df)
+    df = _latest(df, ["role", *CURVE_KEY])
+    u = df[df["role"] == "unlearned"].reset_index(drop=True)
+    if u.empty:
+        raise UserError("no attack records of role 'unlearned'; attack an unlearned model (unlearned=<method>)")
+    ref = ["forget_class", "seed", "attack", "setting", "n"]
+    u["ra_orig"] = _at_zero(df[df["role"] == "original"], u, ref)
+    u["ra_u"] = _at_zero(u, u, ["method", *ref])
+    oracle = df[df["role"] == "oracle"].groupby([*ref, "steps"], as_index=False)["ra"].mean()
+    u["ra_oracle"] = u[[*ref, "steps"]].merge(oracle, on=[*ref, "steps"], how="left")["ra"].to_numpy(float)
+    span = (u["ra_orig"] - u["ra_u"]).replace(0, np.nan)
+    u["nr"] = (u["ra"] - u["ra_u"]) / span
+    u["er"] = u["ra"] - u["ra_oracle"]
+    u["nr_oracle"] = (u["ra_oracle"] - u["ra_u"]) / span
+    extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
+             "run_id"]
+    cols = [*CURVE_KEY, "ra", "ra_orig", "ra_u", "nr", "ra_oracle", "er", "nr_oracle", *GUARDS, *HITS]
+    cols += [c for c in extra if c in u]
+    return u[cols].sort_values(CURVE_KEY).reset_index(drop=True)
+
+
+def aurc(budgets, nr) -> float:
+    """Area under the normalized-recovery curve over log budget, in [0, 1].
+
+    x(B) = log(1 + B) / log(1 + B_max) maps budgets 0..B_max onto [0, 1] (B = 0 -> 0, each decade of budget
+    weighs about the same); NR is clipped to [0, 1]; the trapezoid rule joins the points. So NR = 1 everywhere
+    gives 1, NR = 0 gives 0, NR = x gives 0.5 (for any grid). Points with NaN NR are dropped; a curve without a
+    B = 0 point adds no area left of its first budget. NaN if fewer than two points or B_max = 0.
+    """
+    b, r = np.asarray(budgets, float), np.asarray(nr, float)
+    keep = ~np.isnan(r)
+    b, r = b[keep], r[keep]
+    if (b < 0).any():
+        raise ValueError(f"budgets must be >= 0, got {b.min()}")
+    if b.size < 2 or b.max() <= 0:
+        return math.nan
+    order = np.argsort(b, kind="stable")
+    x = np.log1p(b[order]) / np.log1p(b.max())
+    return float(np.trapezoid(np.clip(r[order], 0.0, 1.0), x))
+
+
+def b_at(budgets, nr, level: float = 0.5) -> float:
+    """B@level: the smallest budget with NR >= level (NaN NR never counts); math.inf if never reached."""
+    b, r = np.asarray(budgets, float), np.asarray(nr, float)
+    hit = b[r >= level]
+    return float(hit.min()) if hit.size else math.inf
+
+
+def bootstrap_ci(values_by_unit, stat: Callable = np.mean, n_boot: int = 2000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(stat of all units, 2.5th and 97.5th percentile of stat over n_boot resamples of the units with
+    replacement). values_by_unit: a mapping unit -> value or a sequence of values, one per unit (NaN units are
+    dropped; inf is allowed); a unit may hold an array, then resampled units' arrays are concatenated (cluster
+    bootstrap). Deterministic for a seed; one unit gives lo == hi == point; no unit gives NaNs."""
+    vals = list(values_by_unit.values()) if isinstance(values_by_unit, Mapping) else list(values_by_unit)
+    clustered = any(np.ndim(v) > 0 for v in vals)
+    if clustered:
+        vals = [a[~np.isnan(a)] for a in (np.asarray(v, float).ravel() for v in vals)]
+        vals = [a for a in vals if a.size]
+    else:
+        vals = [float(v) for v in vals if not np.isnan(v)]
+    if not vals:
+        return math.nan, math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, len(vals), size=(n_boot, len(vals)))
+    if clustered:
+        point = float(stat(np.concatenate(vals)))
+        boots = np.array([stat(np.concatenate([vals[j] for j in row])) for row in idx], float)
+    else:
+        v = np.asarray(vals, float)
+        point = float(stat(v))
+        try:
+            boots = np.asarray(stat(v[idx], axis=1), float)
+        except TypeError:  # a stat without an axis argument
+            boots = np.array([stat(v[row]) for row in idx], float)
+    lo, hi = np.quantile(boots, [0.025, 0.975], method="inverted_cdf")  # no interpolation: inf stays inf
+    return point, float(lo), float(hi)
+
+
+def envelope(df) -> pd.DataFrame:
+    """Worst case over the settings of a family: per (method, forget_class, seed, attack, steps) the max of ra,
+    nr, er and nr_oracle over settings, each with the setting that achieved it (<col>_setting), and the
+    number of settings present at that budget."""
+    c = _curves(df)
+    keys = ["method", "forget_class", "seed", "attack", "n", "steps"]
+    out = c.groupby(keys, as_index=False).agg(settings=("setting", "nunique"))
+    for col in ["ra", "nr", "er", "nr_oracle"]:  # ties: the alphabetically first setting
+        best = c.dropna(subset=[col]).sort_values([col, "setting"], ascending=[True, False], kind="stable")
+        best = best.drop_duplicates(keys, keep="last")[[*keys, col, "setting"]]
+        out = out.merge(best.rename(columns={"setting": f"{col}_setting"}), on=keys, how="left")
+    return out
+
+
+def _unit_scalars(g: pd.DataFrame, b_max: float) -> dict:
+    g = g.sort_values("steps")
+    last = g[g["steps"] == b_max]
+    area = aurc(g["steps"], g["nr"])
+    return {"aurc": area, "aurc_excess": area - aurc(g["steps"], g["nr_oracle"]), "b50": b_at(g["steps"], g["nr"]),
+            "nr_at_max": last["nr"].mean() if len(last) else math.nan,
+            "er_at_max": last["er"].mean() if len(last) else math.nan}
+
+
+def _scalar_rows(c: pd.DataFrame, keys: list[str], n_boot: int, seed: int) -> list[dict]:
+    rows = []
+    for key, g in c.groupby(keys, sort=True):
+        b_max = g["steps"].max()
+        per_unit = [_unit_scalars(gu, b_max) for _, gu in g.groupby(UNIT)]
+        row = {**dict(zip(keys, key)), "units": len(per_unit), "b_max": b_max}
+        for name in SCALARS:
+            stat = np.median if name == "b50" else np.mean
+            ci = bootstrap_ci([s[name] for s in per_unit], stat, n_boot, seed)
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = ci
+        rows.append(row)
+    return rows
+
+
+def scalar_table(df, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per (method, attack, setting), over (class, seed) units, each with a bootstrap CI (<name>_lo/_hi):
+    aurc, aurc_excess (AURC minus the oracle's AURC on the same NR scale: the area of excess over the oracle),
+    b50 (B@50 in steps: median, inf when most units never reach it), nr_at_max and er_at_max (at the largest
+    budget of the group; units without it are left out). A family with several settings adds a row with
+    setting "worst case", computed from the envelope. Sampler probes (no budget axis) are in sampler_table."""
+    c = _curves(df)
+    c = c[c["attack"] != "sampler"]
+    rows = _scalar_rows(c, ["method", "attack", "setting", "n"], n_boot, seed)
+    several = c.groupby(["method", "attack", "n"])["setting"].transform("nunique") > 1
+    if several.any():
+        env = envelope(c[several]).drop(columns=["setting"], errors="ignore").assign(setting=WORST)
+        rows += _scalar_rows(env, ["method", "attack", "setting", "n"], n_boot, seed)
+    if not rows:
+        return pd.DataFrame()
+    t = pd.DataFrame(rows)
+    t["_worst"] = t["setting"] == WORST
+    return t.sort_values(["method", "attack", "_worst", "setting"]).drop(columns="_worst").reset_index(drop=True)
+
+
+def format_ci(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Collapse each <name>, <name>_lo, <name>_hi triple into one "point [lo, hi]" string column."""
+    t = table.copy()
+    for name in [c for c in t.columns if f"{c}_lo" in t and f"{c}_hi" in t]:
+        t[name] = [f"{p:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                   for p, lo, hi in zip(t[name], t[f"{name}_lo"], t[f"{name}_hi"])]
+        t = t.drop(columns=[f"{name}_lo", f"{name}_hi"])
+    return t
+
+
+def _role_sort(labels: pd.Series) -> pd.Series:
+    return labels.map(lambda s: ROLE_ORDER.index(s.split(":")[0]) if s.split(":")[0] in ROLE_ORDER else len(ROLE_ORDER))
+
+
+def sampler_table(df, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Sampler probes: per role (original / unlearned:<method> / oracle) x setting, RA mean with bootstrap CI
+    over units and the mean hit_any_1/10/100 (best-of-m). A unit holding several points counts its max.
+    Empty if there are no sampler records."""
+    d = _frame(df)
+    d = d[d["attack"] == "sampler"]
+    if d.empty:
+        return pd.DataFrame()
+    _one_dataset(d)
+    d = _latest(d, ["role", *CURVE_KEY]).assign(model=lambda x: _role_label(x))
+    rows = []
+    for (model, setting), g in d.groupby(["model", "setting"]):
+        unit = g.groupby(UNIT)[["ra", *HITS]].max()
+        row = {"role": model, "setting": setting, "units": len(unit)}
+        row["ra"], row["ra_lo"], row["ra_hi"] = bootstrap_ci(unit["ra"].to_numpy(), np.mean, n_boot, seed)
+        rows.append({**row, **unit[HITS].mean().to_dict()})
+    t = pd.DataFrame(rows)
+    return t.assign(_r=_role_sort(t["role"])).sort_values(["_r", "role", "setting"]).drop(columns="_r").reset_index(
+        drop=True)
+
+
+def mia_table(records: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Membership inference: per role (original / unlearned:<method> / oracle) x score, the mean of auc,
+    tpr_at_1pct_fpr and tpr_at_01pct_fpr over (class, seed) units with bootstrap CIs, the number of units and
+    the mean members / non-members per audit. Empty if there are no mia records."""
+    recs = [r for r in records if r.get("kind") == "mia"]
+    if not recs:
+        return pd.DataFrame()
+    d = pd.json_normalize(recs, sep="_")
+    _one_dataset(d)
+    d = d.assign(model=_role_label(d))
+    rows = []
+    for (model, score), g in d.groupby(["model", "score"]):
+        unit = g.groupby(UNIT)[MIA_METRICS].mean()
+        row = {"role": model, "score": score, "units": len(unit)}
+        for m in MIA_METRICS:
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_ci(unit[m].to_numpy(), np.mean, n_boot, seed)
+        for n in ["n_members", "n_nonmembers"]:
+            row[n] = g[n].mean() if n in g else math.nan
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    return t.assign(_r=_role_sort(t["role"])).sort_values(["_r", "role", "score"]).drop(columns="_r").reset_index(
+        drop=True)
+
+
+def _join(s: pd.Series) -> str:
+    return ", ".join(sorted(map(str, s.dropna().unique())))
+
+
+def ledger(records: Iterable[dict]) -> pd.DataFrame:
+    """Compute spent per run_id. Attack cost: per role, the max over budgets of the cumulative attack cost
+    (budget wall_s / device_s), summed over roles. Evaluation cost (sampling and scoring, guards included):
+    summed over points. Plus the attack, methods, devices and torch versions seen and the number of points."""
+    df = attack_frame(records)
+    for c in ["device", "torch"]:
+        if c not in df:
+            df[c] = np.nan
+    att = (df.groupby(["run_id", "role", "method"])[["budget_wall_s", "budget_device_s"]].max()
+           .groupby("run_id").sum(min_count=1)
+           .rename(columns={"budget_wall_s": "attack_wall_s", "budget_device_s": "attack_device_s"}))
+    ev = df.groupby("run_id")[["eval_wall_s", "eval_device_s"]].sum(min_count=1)
+    info = df.groupby("run_id").agg(attack=("attack", _join), setting=("setting", _join), method=("method", _join),
+                                    device=("device", _join), torch=("torch", _join), points=("key", "size"))
+    return info.join(att).join(ev)[["attack", "setting", "method", "attack_wall_s", "attack_device_s",
+                                    "eval_wall_s", "eval_device_s", "device", "torch", "points"]]
+
+
+def ra_budget_table(data, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Budget attacks: per (attack, setting, steps), each model's RA (original / unlearned:<method> / oracle)
+    as mean over (class, seed) units with a bootstrap CI, each method's ER (excess over the oracle, CI over
+    units), and the guards: the lowest retained-class RA and the mean c_f FID of any attacked model there."""
+    df = _frame(data)
+    df = df[df["attack"] != "sampler"]
+    if df.empty:
+        return pd.DataFrame()
+    _one_dataset(df)
+    df = _latest(df, ["role", *CURVE_KEY]).assign(model=lambda x: _role_label(x))
+    curves = curve_table(df)
+    models = sorted(df["model"].unique(), key=lambda s: (_role_sort(pd.Series([s])).iloc[0], s))
+    rows = []
+    for (attack, setting, steps), g in df.groupby(["attack", "setting", "steps"]):
+        row = {"attack": attack, "setting": setting, "steps": steps}
+        for m in models:
+            unit = g[g["model"] == m].groupby(UNIT)["ra"].mean()
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_ci(unit.to_numpy(), np.mean, n_boot, seed)
+        c = curves[(curves["attack"] == attack) & (curves["setting"] == setting) & (curves["steps"] == steps)]
+        for method, gm in c.groupby("method"):
+            unit = gm.groupby(UNIT)["er"].mean()
+            row[f"ER {method}"], row[f"ER {method}_lo"], row[f"ER {method}_hi"] = bootstrap_ci(unit.to_numpy(), np.mean,
+                                                                                               n_boot, seed)
+        row["min retained RA"] = g["guard_retained_ra"].min()
+        row["FID c_f (unlearned)"] = g.loc[g["role"] == "unlearned", "guard_fid_cf"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,203 @@
+"""Robustness summaries on hand-made records: AURC, B@50, NR / ER, envelope, bootstrap CI, ledger, figure."""
+
+import math
+
+import numpy as np
+import pytest
+
+from evaluation.curves import plot_robustness
+from evaluation.summary import (aurc, b_at, bootstrap_ci, curve_table, envelope, ledger, mia_table, sampler_table,
+                                scalar_table)
+from unlearn.errors import UserError
+
+X10 = math.log(11) / math.log(101)  # x of budget 10 on a 0..100 grid
+
+
+def _rec(role, steps, ra, *, method=None, attack="relearn", setting="full k=10", fc=0, seed=0, run_id="r0",
+         wall=0.0, dev=0.0, ew=1.0, ed=0.5, device="cpu (2 threads)", **extra):
+    rec = {"kind": "attack", "key": f"{role}/{method}/{attack}/{setting}/{fc}/{seed}/{steps}/{device}",
+           "run_id": run_id, "method": method or role, "role": role, "forget_class": fc, "seed": seed,
+           "attack": attack, "setting": setting, "attack_params": {"name": attack},
+           "budget": {"steps": steps, "sample_gradients": 10 * steps, "nfe": 0, "unlearning_equivalents": None,
+                      "wall_s": wall, "device_s": dev},
+           "ra": ra, "ra_ci_low": max(0.0, ra - 0.05), "ra_ci_high": min(1.0, ra + 0.05), "mean_p": ra,
+           "entropy": 1.0, "n": 100, "guidance_w": 2.0, "sampler": {"name": "ddim", "steps": 10, "eta": 0.0},
+           "device": device, "torch": "2.5.1", "eval": {"nfe": 2000, "wall_s": ew, "device_s": ed}, **extra}
+    if setting is None:
+        del rec["setting"]
+    return rec
+
+
+def _curve(role, ras, method=None, **kw):
+    return [_rec(role, b, ra, method=method, **kw) for b, ra in zip([0, 10, 100], ras)]
+
+
+def _hand(**kw):
+    return (_curve("original", [0.9, 0.92, 0.95], **kw) + _curve("unlearned", [0.1, 0.3, 0.7], "safemax", **kw)
+            + _curve("oracle", [0.0, 0.1, 0.4], **kw))
+
+
+def test_aurc_known_curves():
+    b = np.array([0, 1, 10, 100, 1000, 5000])
+    x = np.log1p(b) / np.log1p(b.max())
+    assert aurc(b, x) == pytest.approx(0.5, abs=1e-9)
+    assert aurc(b, np.ones(6)) == pytest.approx(1.0, abs=1e-12)
+    assert aurc(b, np.zeros(6)) == 0.0
+    assert aurc(b, 3 * np.ones(6)) == pytest.approx(1.0, abs=1e-12)  # clipped to [0, 1]
+    assert aurc([100, 0, 10], [1.0, 0.0, 0.0]) == pytest.approx(0.5 * (1 - X10), abs=1e-12)  # unsorted input
+    assert math.isnan(aurc([0], [1.0]))
+
+
+def test_b_at_hand_curve_and_never():
+    b, nr = [0, 10, 100, 1000], [0.0, 0.4, 0.55, 0.9]
+    assert b_at(b, nr) == 100
+    assert b_at(b, nr, level=0.9) == 1000
+    assert b_at(b, [0.0, 0.1, float("nan"), 0.49]) == math.inf
+
+
+def test_nr_and_er_from_hand_records():
+    recs = _hand()
+    recs += [_rec("unlearned", b, ra, method="safemax", setting="lora r=4") for b, ra in [(10, 0.5), (100, 0.9)]]
+    recs += [_rec("unlearned", 0, 0.2, method="salun", setting=None)]  # old record: no setting, no guards
+    t = curve_table(recs).set_index(["method", "setting", "steps"])
+    row = t.loc[("safemax", "full k=10", 10)]
+    assert (row.ra_orig, row.ra_u, row.ra_oracle) == (0.9, 0.1, 0.1)
+    assert row.nr == pytest.approx(0.25) and row.er == pytest.approx(0.2)
+    row = t.loc[("safemax", "full k=10", 100)]
+    assert row.nr == pytest.approx(0.75) and row.er == pytest.approx(0.3)
+    assert row.nr_oracle == pytest.approx(0.375)
+    # lora has no budget-0 point of its own: ceiling and floor fall back to the class/seed's other setting
+    row = t.loc[("safemax", "lora r=4", 100)]
+    assert (row.ra_orig, row.ra_u) == (0.9, 0.1) and row.nr == pytest.approx(1.0) and math.isnan(row.er)
+    row = t.loc[("salun", "default", 0)]
+    assert row.ra_orig == 0.9 and row.nr == pytest.approx(0.0) and math.isnan(row.guard_fid_cf)
+
+
+def test_envelope_picks_max_setting_and_worst_case_row():
+    recs = (_curve("original", [0.9, 0.9, 0.9], setting="A") + _curve("original", [0.9, 0.9, 0.9], setting="B")
+            + _curve("unlearned", [0.1, 0.3, 0.8], "safemax", setting="A")
+            + _curve("unlearned", [0.1, 0.5, 0.6], "safemax", setting="B"))
+    e = envelope(recs).set_index("steps")
+    assert e.loc[10, "ra"] == 0.5 and e.loc[10, "ra_setting"] == "B"
+    assert e.loc[100, "ra"] == 0.8 and e.loc[100, "ra_setting"] == "A"
+    assert e.loc[10, "nr"] == pytest.approx(0.5) and e.loc[100, "nr_setting"] == "A"
+    t = scalar_table(recs, n_boot=200).set_index("setting")
+    assert list(t.index) == ["A", "B", "worst case"]
+    assert (t.loc["A", "b50"], t.loc["B", "b50"], t.loc["worst case", "b50"]) == (100, 10, 10)
+    assert t.loc["worst case", "nr_at_max"] == pytest.approx(0.875)
+
+
+def test_scalar_table_hand_numbers():
+    recs = _hand(fc=0) + _hand(fc=1)
+    t = scalar_table(recs, n_boot=200)
+    assert len(t) == 1
+    r = t.iloc[0]
+    area = 0.5 * X10 * 0.25 + 0.5 * (1 - X10) * (0.25 + 0.75)
+    assert r.units == 2 and r.b_max == 100
+    assert r.aurc == pytest.approx(area) and r.aurc_lo == pytest.approx(area) and r.aurc_hi == pytest.approx(area)
+    assert r.aurc_excess == pytest.approx(area - 0.5 * (1 - X10) * 0.375)  # oracle NR [0 (clipped), 0, 0.375]
+    assert (r.b50, r.nr_at_max, r.er_at_max) == (100, pytest.approx(0.75), pytest.approx(0.3))
+
+
+def test_bootstrap_ci():
+    wide = {(c, 0): v for c, v in enumerate([0.0, 1.0, 0.0, 1.0])}
+    assert bootstrap_ci(wide) == bootstrap_ci(wide) == (0.5, 0.0, 1.0)
+    tight = bootstrap_ci([0.45, 0.55, 0.45, 0.55])
+    assert tight == pytest.approx((0.5, 0.45, 0.55))
+    p, lo, hi = bootstrap_ci(np.random.default_rng(3).normal(0.3, 0.1, 40), seed=7)
+    assert lo < p < hi and 0.02 < hi - lo < 0.1  # 2 x 1.96 x 0.1 / sqrt(40) = 0.062
+    assert bootstrap_ci({(0, 0): 0.3}) == (0.3, 0.3, 0.3)
+    assert bootstrap_ci([10.0, math.inf, math.inf], stat=np.median) == (math.inf, 10.0, math.inf)  # B@50 may be inf
+    assert all(math.isnan(v) for v in bootstrap_ci([float("nan")]))
+
+
+def test_ledger_sums_attack_and_eval_cost_separately():
+    cost = [(0, 0, 0), (10, 5, 2), (100, 20, 8)]  # cumulative attack wall_s / device_s per budget
+    recs = [_rec("unlearned", b, 0.5, method="safemax", wall=w, dev=d) for b, w, d in cost]
+    recs += [_rec("oracle", b, 0.2, wall=w, dev=d) for b, w, d in [(0, 0, 0), (10, 4, 1), (100, 18, 6)]]
+    recs += [_rec("unlearned", 10, 0.5, method="salun", run_id="r1", wall=7, dev=3, ew=2.0, ed=1.5)]
+    t = ledger(recs)
+    r = t.loc["r0"]
+    assert (r.attack_wall_s, r.attack_device_s, r.eval_wall_s, r.eval_device_s, r.points) == (38, 14, 6.0, 3.0, 6)
+    assert r.device == "cpu (2 threads)" and r.torch == "2.5.1" and r.method == "oracle, safemax"
+    assert tuple(t.loc["r1", ["attack_wall_s", "eval_wall_s", "points"]]) == (7, 2.0, 1)
+
+
+def test_no_attack_records_is_a_user_error():
+    mia = {"kind": "mia", "key": "m", "role": "original", "method": "original", "forget_class": 0, "seed": 0}
+    for fn in (curve_table, scalar_table, ledger, lambda r: plot_robustness(r, "unused.png")):
+        with pytest.raises(UserError, match="no attack records"):
+            fn([mia])
+
+
+def test_sampler_and_mia_tables():
+    ras = {"original": [0.8, 1.0], "unlearned": [0.2, 0.4]}
+    recs = [_rec(role, 0, ra, method="safemax" if role == "unlearned" else None, attack="sampler", setting="w=4 eta=1",
+                 fc=fc, hit_any={"1": ra, "10": 1.0}) for role in ras for fc, ra in enumerate(ras[role])]
+    t = sampler_table(recs).set_index("role")
+    assert list(t.index) == ["original", "unlearned:safemax"]
+    assert t.loc["unlearned:safemax", "ra"] == pytest.approx(0.3)
+    assert t.loc["original", "hit_any_1"] == pytest.approx(0.9)
+    assert t.loc["original", "units"] == 2 and math.isnan(t.loc["original", "hit_any_100"])
+    mia = [{"kind": "mia", "key": f"m{fc}", "role": "oracle", "method": "oracle", "forget_class": fc, "seed": 0,
+            "score": "pia", "auc": auc, "tpr_at_1pct_fpr": 0.02, "tpr_at_01pct_fpr": 0.001, "n_members": 50,
+            "n_nonmembers": 50} for fc, auc in enumerate([0.5, 0.7])]
+    m = mia_table(mia).iloc[0]
+    assert (m.role, m.score, m.units, m.auc, m.tpr_at_1pct_fpr) == ("oracle", "pia", 2, pytest.approx(0.6), 0.02)
+
+
+def test_plot_robustness_writes_png(tmp_path):
+    recs = _hand(setting="A") + _hand(setting="B", fc=1) + _hand(setting="A", fc=1)
+    for role in ["original", "unlearned", "oracle"]:
+        for w, eta, ra in [(0, 0, 0.1), (2, 0, 0.5), (4, 1, 0.7)]:
+            recs.append(_rec(role, 0, ra, method="safemax" if role == "unlearned" else None, attack="sampler",
+                             setting=f"w={w} eta={eta}"))
+    recs.append(_rec("oracle", 10, 0.9, setting="A", device="cuda:0 (NVIDIA H200)"))  # a minority device: left out
+    out = tmp_path / "figs" / "robustness.png"
+    plot_robustness(recs, out, title="test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert [p.name for p in out.parent.iterdir()] == ["robustness.png"]  # no temporary file left behind
+
+
+def test_one_label_with_different_parameters_is_split():
+    recs = (_curve("unlearned", [0.1, 0.2, 0.3], "safemax", setting="init=forgotten")
+            + _curve("unlearned", [0.1, 0.5, 0.9], "safemax", setting="init=forgotten", seed=1))
+    for r in recs[:3]:
+        r["attack_params"] = {"name": "embedding", "lr": 0.01, "budgets": [0, 10, 100]}
+    for r in recs[3:]:
+        r["attack_params"] = {"name": "embedding", "lr": 0.1, "budgets": [0, 10]}
+    from evaluation.summary import attack_frame
+    assert sorted(attack_frame(recs)["setting"].unique()) == ["init=forgotten lr=0.01", "init=forgotten lr=0.1"]
+    assert attack_frame(recs[:3])["setting"].unique().tolist() == ["init=forgotten"]  # budgets alone never split
+
+
+def test_report_study_section_from_records_is_idempotent(tmp_path, capsys):
+    import json
+
+    from evaluation.report import build_report, main
+
+    recs = _hand(fc=0) + _hand(fc=1) + _curve("unlearned", [0.0, 0.0, 0.1], "salun", fc=0)
+    recs += [_rec(role, 0, ra, method=m, attack="sampler", setting="w=4 eta=1", attack_params={"name": "sampler"},
+                  hit_any={"1": ra, "10": 0.9}) for role, m, ra in [("original", None, 1.0), ("unlearned", "safemax", 0.2)]]
+    recs += [{"kind": "mia", "key": f"m{role}", "role": role, "method": role, "forget_class": 0, "seed": 0,
+              "score": "secmi", "auc": auc, "tpr_at_1pct_fpr": 0.1, "tpr_at_01pct_fpr": 0.0, "n_members": 10,
+              "n_nonmembers": 5} for role, auc in [("original", 0.7), ("oracle", 0.55)]]
+    for i, r in enumerate(recs):
+        r.update(study="s1", dataset="digits", model="small", judge_id="j", judge_test_accuracy=0.98,
+                 code_version="abc", time=f"2026-01-01T00:00:{i:02d}")
+        r.setdefault("guard", {"fid_cf": 10.0, "retained_ra": 0.95, "retained_n": 90})
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    report = tmp_path / "REPORT.md"
+    first = build_report(path, report)
+    section = first.split("<!-- BEGIN GENERATED: study s1 -->")[1].split("<!-- END GENERATED: study s1 -->")[0]
+    for needle in ["Summary per attack setting", "RA per budget", "Sampler probes", "Membership inference",
+                   "Cost ledger", "report/s1_robustness.png", "| safemax | relearn | full k=10 |"]:
+        assert needle in section, needle
+    assert (tmp_path / "report" / "s1_robustness.png").stat().st_size > 0
+    assert build_report(path, report) == first
+    path.write_text('{"kind": "attack", "key": "x"\n{"broken\n')
+    assert main(["--records", str(path), "--report", str(report)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert report.read_text() == first  # nothing half-written
