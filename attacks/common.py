@@ -26,8 +26,15 @@ class AttackState:
     device_s: float            # attack device seconds so far (CUDA events on GPU, wall time on CPU)
 
 
+def check_list(value, name: str, example: str) -> list:
+    """A config value that must be a list (a bare scalar on the command line is the usual slip)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise UserError(f"{name}={value} must be a list, e.g. {name}={example}")
+    return list(value)
+
+
 def check_budgets(budgets) -> list[int]:
-    b = [int(x) for x in budgets]
+    b = [int(x) for x in check_list(budgets, "attack.budgets", "[0,10,100]")]
     if not b or any(x < 0 for x in b) or b != sorted(set(b)):
         raise UserError(f"attack.budgets must be a non-empty, strictly increasing list of steps >= 0, got {list(budgets)}")
     return b

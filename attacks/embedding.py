@@ -113,6 +113,8 @@ def run(cfg: DictConfig) -> list[dict]:
         raise UserError(f"attack.init={a.init!r}, attack.mode={a.mode!r}; use init in {', '.join(INITS)} "
                         f"and mode in {', '.join(MODES)}")
     check_positive(a, "batch_size", "lr", "sample_steps")
+    if int(a.sample_steps) > 1000:
+        raise UserError(f"attack.sample_steps={a.sample_steps}: use at most 1000 (the diffusion has 1000 steps)")
     budgets = list(a.budgets)
     if a.mode == "data":
         pool = ctx.ds.attacker_pool(ctx.forget_class)

@@ -74,6 +74,8 @@ def run(cfg: DictConfig) -> list[dict]:
     if a.data not in DATA:
         raise UserError(f"attack.data={a.data!r}; use one of {', '.join(DATA)}")
     check_positive(a, "batch_size", "lr")
+    if not 0 <= float(a.label_dropout) < 1:
+        raise UserError(f"attack.label_dropout={a.label_dropout}: use a probability in [0, 1)")
     if a.data == "own" and int(a.n_own) < 1:
         raise UserError(f"attack.n_own={a.n_own}: the data-free variant needs >= 1 own sample per class")
     neighbour = confused_class(ctx, cfg.judge) if a.data == "neighbour" else None

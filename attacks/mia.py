@@ -3,9 +3,10 @@ training images as members?
 
 Members = the forget class's training images; non-members = its test-split images (never trained on by
 any model here). The oracle never saw either set: its AUC, not 0.5, is the reference an unlearned model
-should match. Scores (higher = "more likely a member"; all queries use label c_f unless noted):
-    loss t=T cond / null   -|| eps - eps(x_t, t, y) ||^2 at fixed t (T in attack.t), label c_f or null,
-                           averaged over attack.draws fixed noise draws (queries = draws)
+should match. Scores (higher = "more likely a member"), each queried with label c_f ("cond") and with the
+null label ("null": the unconditional branch, which SAFEMax's loss never touches):
+    loss t=T               -|| eps - eps(x_t, t, y) ||^2 at fixed t (T in attack.t), averaged over
+                           attack.draws fixed noise draws (queries = draws)
     pia                    PIA (Kong et al. ICLR'24): eps0 = eps(x_0, 0) as the noise, x_t = sqrt(a_t) x_0 +
                            sqrt(1 - a_t) eps0, score -|| eps(x_t, t) - eps0 ||_4 (2 queries)
     secmi                  SecMI-stat (Duan et al. ICML'23): deterministic DDIM inversion x_0 -> x_tsec in
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from attacks.common import check_list
 from unlearn.diffusion import Schedule, ddim_step, predict_eps, q_sample
 from unlearn.errors import UserError
 from unlearn.model import null_class
@@ -70,26 +72,38 @@ def secmi_score(model, schedule: Schedule, x0, label: int, t_sec: int = 100, k: 
     return -(back - x).pow(2).flatten(1).sum(1).cpu().numpy()
 
 
+LABELS = ("cond", "null")  # query with label c_f, or with the null label (the branch SAFEMax leaves untouched)
+
+
 def score_names(ts) -> list[str]:
-    return [f"loss t={t} {y}" for t in ts for y in ("cond", "null")] + ["pia", "secmi"]
+    return [f"{s} {y}" for s in [*(f"loss t={t}" for t in ts), "pia", "secmi"] for y in LABELS]
 
 
 def mia_scores(model, schedule: Schedule, x0: torch.Tensor, forget_class: int, *, ts=(50, 100, 200), draws: int = 4,
-               pia_t: int = 200, secmi_t: int = 100, secmi_k: int = 10, seed: int = 0) -> dict[str, tuple[np.ndarray, int]]:
-    """Every score of every image: name -> (scores, queries per image)."""
-    null = null_class(model)
+               pia_t: int = 200, secmi_t: int = 100, secmi_k: int = 10, seed: int = 0,
+               batch_size: int = 512) -> dict[str, tuple[np.ndarray, int]]:
+    """Every score of every image: name -> (scores, queries per image). Images go through in chunks of
+    `batch_size`, each chunk with the same noise draws (a score never depends on the chunking of others)."""
     out = {}
-    for t in ts:
-        out[f"loss t={t} cond"] = (loss_score(model, schedule, x0, forget_class, t, draws, seed + t), draws)
-        out[f"loss t={t} null"] = (loss_score(model, schedule, x0, null, t, draws, seed + t), draws)
-    out["pia"] = (pia_score(model, schedule, x0, forget_class, pia_t), 2)
-    out["secmi"] = (secmi_score(model, schedule, x0, forget_class, secmi_t, secmi_k), secmi_t // secmi_k + 2)
+    for y, label in zip(LABELS, (forget_class, null_class(model))):
+        for t in ts:
+            out[f"loss t={t} {y}"] = (_chunked(lambda x: loss_score(model, schedule, x, label, t, draws, seed + t),
+                                               x0, batch_size), draws)
+        out[f"pia {y}"] = (_chunked(lambda x: pia_score(model, schedule, x, label, pia_t), x0, batch_size), 2)
+        out[f"secmi {y}"] = (_chunked(lambda x: secmi_score(model, schedule, x, label, secmi_t, secmi_k), x0, batch_size),
+                             secmi_t // secmi_k + 2)
     return out
+
+
+def _chunked(fn, x0: torch.Tensor, batch_size: int) -> np.ndarray:
+    return np.concatenate([fn(x0[i:i + batch_size]) for i in range(0, len(x0), batch_size)])
 
 
 def evaluate(members: np.ndarray, nonmembers: np.ndarray, fprs=(0.01, 0.001), shadow_fraction: float = 0.5,
              seed: int = 0) -> dict:
-    """AUC on all samples; TPR at each FPR with the threshold fitted on a shadow split of both sets."""
+    """AUC on all samples; TPR at each FPR with the threshold fitted on a shadow split of both sets.
+    A shadow split with fewer than 1 / FPR non-members cannot place that threshold: TPR and the realised
+    FPR are NaN there (digits has about 18 shadow non-members per class: 1% is not resolvable)."""
     from sklearn.metrics import roc_auc_score
 
     scores = np.concatenate([members, nonmembers])
@@ -99,9 +113,13 @@ def evaluate(members: np.ndarray, nonmembers: np.ndarray, fprs=(0.01, 0.001), sh
     pm, pn = rng.permutation(len(members)), rng.permutation(len(nonmembers))
     cm, cn = int(len(members) * shadow_fraction), int(len(nonmembers) * shadow_fraction)
     shadow_non, eval_mem, eval_non = nonmembers[pn[:cn]], members[pm[cm:]], nonmembers[pn[cn:]]
+    out["n_shadow_nonmembers"] = cn
     for fpr in fprs:
-        thr = np.quantile(shadow_non, 1 - fpr, method="higher")  # at most fpr of shadow non-members above it
         tag = f"{fpr * 100:g}pct".replace(".", "")
+        if cn < 1 / fpr:
+            out[f"tpr_at_{tag}_fpr"] = out[f"fpr_realised_{tag}"] = float("nan")
+            continue
+        thr = np.quantile(shadow_non, 1 - fpr, method="higher")  # at most fpr of shadow non-members above it
         out[f"tpr_at_{tag}_fpr"] = float((eval_mem > thr).mean())
         out[f"fpr_realised_{tag}"] = float((eval_non > thr).mean())
     return out
@@ -117,10 +135,14 @@ def run(cfg: DictConfig) -> list[dict]:
 
     a = cfg.attack
     ctx = Context.from_cfg(cfg)
-    ts = [int(t) for t in a.t]
-    if not ts or any(not 0 <= t < 1000 for t in ts) or int(a.draws) < 1 or not 0 < int(a.secmi_k) <= int(a.secmi_t) < 1000:
-        raise UserError(f"attack.t must be steps in [0, 999], attack.draws >= 1 and 0 < secmi_k <= secmi_t < 1000; "
-                        f"got t={ts}, draws={a.draws}, secmi_k={a.secmi_k}, secmi_t={a.secmi_t}")
+    ts = [int(t) for t in check_list(a.t, "attack.t", "[50,100,200]")]
+    fprs = [float(f) for f in check_list(a.fprs, "attack.fprs", "[0.01,0.001]")]
+    k, t_sec = int(a.secmi_k), int(a.secmi_t)
+    if (not ts or any(not 0 <= t < 1000 for t in ts) or int(a.draws) < 1 or not 0 < k <= t_sec < 1000
+            or t_sec % k or not 0 < int(a.pia_t) < 1000 or not fprs or any(not 0 < f < 1 for f in fprs)):
+        raise UserError(f"attack.t and pia_t must be steps in [0, 999], draws >= 1, 0 < secmi_k <= secmi_t < 1000 with "
+                        f"secmi_t a multiple of secmi_k, fprs in (0, 1); got t={ts}, pia_t={a.pia_t}, draws={a.draws}, "
+                        f"secmi_k={k}, secmi_t={t_sec}, fprs={fprs}")
     if not 0 < float(a.shadow_fraction) < 1:
         raise UserError(f"attack.shadow_fraction={a.shadow_fraction}: use a value in (0, 1)")
     members, nonmembers = audit_sets(ctx)
@@ -135,7 +157,7 @@ def run(cfg: DictConfig) -> list[dict]:
         sm = mia_scores(model, ctx.schedule, members.to(dev), ctx.forget_class, **kw)
         sn = mia_scores(model, ctx.schedule, nonmembers.to(dev), ctx.forget_class, **kw)
         return [{"score": name, "queries_per_sample": q,
-                 **evaluate(sm[name][0], sn[name][0], tuple(a.fprs), float(a.shadow_fraction), ctx.seed)}
+                 **evaluate(sm[name][0], sn[name][0], tuple(fprs), float(a.shadow_fraction), ctx.seed)}
                 for name, (_, q) in sm.items()]
 
     return run_audit(cfg, audit, score_names(ts), ctx)

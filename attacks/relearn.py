@@ -35,7 +35,7 @@ def relearn(model, images: torch.Tensor, *, forget_class: int, schedule: Schedul
     device = next(model.parameters()).device
     images = images.to(device)
     labels = torch.full((batch_size,), forget_class, device=device, dtype=torch.long)
-    params = add_lora(model, lora_rank) if lora_rank else list(model.parameters())
+    params = add_lora(model, lora_rank, generator=generator) if lora_rank else list(model.parameters())
     return optimize(model, params,
                     lambda: eps_loss(model, schedule, batch_of(images, batch_size, generator), labels, generator),
                     budgets, lr=lr, batch_size=batch_size, nfe_per_step=batch_size,

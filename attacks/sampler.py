@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.common import AttackState
+from attacks.common import AttackState, check_list
 from unlearn.errors import UserError
 from unlearn.pipeline import Context
 
@@ -26,7 +26,8 @@ def run(cfg: DictConfig) -> list[dict]:
     from evaluation.harness import run_attack  # the harness holds the judge; this module never imports it
 
     a = cfg.attack
-    ws, etas = [float(w) for w in a.guidance_w], [float(e) for e in a.eta]
+    ws = [float(w) for w in check_list(a.guidance_w, "attack.guidance_w", "[0,1,2,4,8]")]
+    etas = [float(e) for e in check_list(a.eta, "attack.eta", "[0,1]")]
     if not ws or not etas or any(w < 0 for w in ws) or any(e < 0 for e in etas):
         raise UserError(f"attack.guidance_w and attack.eta must be non-empty lists of values >= 0, got {ws}, {etas}")
     ctx = Context.from_cfg(cfg)

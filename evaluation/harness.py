@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -98,13 +100,10 @@ def confused_class(ctx: Context, judge_cfg: DictConfig) -> int:
 
 
 def _hit_any(hits: torch.Tensor, sizes=(1, 10, 100)) -> dict:
-    """Share of disjoint groups of m samples holding at least one hit (best-of-m), for each m <= N."""
-    out = {}
-    for m in sizes:
-        groups = hits.shape[0] // m
-        if groups:
-            out[str(m)] = round(hits[: groups * m].view(groups, m).any(1).float().mean().item(), 5)
-    return out
+    """Best-of-m: the probability that m samples drawn without replacement from the N evaluated ones hold
+    at least one hit, 1 - C(N - h, m) / C(N, m) (exact, for each m <= N)."""
+    n, h = hits.shape[0], int(hits.sum())
+    return {str(m): round(1.0 - math.comb(n - h, m) / math.comb(n, m), 5) for m in sizes if m <= n}
 
 
 class Guards:
@@ -143,7 +142,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     if per_class < 0:
         raise UserError(f"eval.n_retained_per_class={per_class}: use 0 (no guards) or more")
     budgets = check_budgets(cfg.attack.budgets)
-    out_dir = _run_dir(cfg) / subdir if subdir else _run_dir(cfg)
+    out_dir = _run_dir(cfg) / (subdir or _slug(setting))
     records_path = Path(cfg.paths.results) / "records.jsonl"
     roles = _roles(cfg, ctx)
     attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
@@ -153,7 +152,8 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     # A point's identity: the model (its artifact key), the attack's settings (the budget grid excluded:
     # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
     job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": asdict(ev), "n": n,
-           "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class}
+           "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
+           **({"study": cfg.study} if cfg.get("study") else {})}  # a study owns its points (rerun = resume)
     inception = cfg.eval.get("inception_weights")
     if inception:
         job["inception"] = str(inception)
@@ -197,9 +197,11 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                            "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)},
                 "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
                 "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,
-                "n": n, "eval": {"nfe": sampling_nfe(n + len(guards.labels) if guards else n, ev.steps, ev.guidance_w),
-                                 "wall_s": round(timer.wall_s + gtimer.wall_s, 3),
-                                 "device_s": round(timer.device_s + gtimer.device_s, 3)},
+                # evaluation cost: the c_f samples (unless sampling is the attack itself) and the guards
+                "n": n, "eval": {"nfe": sampling_nfe((0 if sampling_is_attack else n)
+                                                     + (len(guards.labels) if guards else 0), ev.steps, ev.guidance_w),
+                                 "wall_s": round((0 if sampling_is_attack else timer.wall_s) + gtimer.wall_s, 3),
+                                 "device_s": round((0 if sampling_is_attack else timer.device_s) + gtimer.device_s, 3)},
                 **{k: round(v, 5) for k, v in s.items()},
                 "hit_any": _hit_any(probs.argmax(-1) == ctx.forget_class), "guard": guard,
                 "device": device_name(ctx.device), "torch": torch.__version__,
@@ -222,6 +224,10 @@ def _roles(cfg: DictConfig, ctx: Context) -> list[str]:
         raise UserError(f"references may only name {', '.join(REFERENCES)}; got {bad}")
     return list(dict.fromkeys([*([] if ctx.method_name in REFERENCES else ["unlearned"]),
                                *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_") or "default"
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -263,7 +269,8 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
     roles = _roles(cfg, ctx)
     params = OmegaConf.to_container(cfg.attack, resolve=True)
     unlearned_key = provenance(ctx.model_folder("unlearned"))["key"]
-    job = {"attack": params, "seed": ctx.seed, "forget_class": ctx.forget_class}
+    job = {"attack": {k: v for k, v in params.items() if k not in ("budgets", "t")}, "seed": ctx.seed,
+           "forget_class": ctx.forget_class, **({"study": cfg.study} if cfg.get("study") else {})}
     run_id = key_of({**job, "unlearned": unlearned_key})
     wanted = set()
     for role in roles:

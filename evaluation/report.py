@@ -154,7 +154,7 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     """A named study (attack records tagged `study`): robustness figure, scalar summaries with bootstrap CIs
     over (class, seed) units, RA per budget, sampler probes, membership inference, and the cost ledger."""
     from evaluation.curves import plot_robustness
-    from evaluation.summary import ledger, mia_table, ra_budget_table, sampler_table, scalar_table
+    from evaluation.summary import attack_frame, ledger, mia_table, ra_budget_table, sampler_table, scalar_table
 
     recs = [r for r in records if r.get("study") == study]
     atk = [r for r in recs if r.get("kind") == "attack"]
@@ -177,7 +177,8 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
         out.append(f"![robustness curves](report/{name})")
         sc = scalar_table(atk)
         if not sc.empty:
-            sc["b50_sample_grads"] = sc.apply(lambda r: _b50_grads(atk, r), axis=1)
+            frame = attack_frame(atk)
+            sc["b50_sample_grads"] = sc.apply(lambda r: _b50_grads(frame, r), axis=1)
             out.append("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
                        "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
                        "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget):\n\n"
@@ -212,12 +213,10 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     return "\n\n".join(out)
 
 
-def _b50_grads(records: list[dict], row) -> float:
-    """B@50 in sample-gradients: steps x the batch of that attack setting."""
-    for r in records:
-        if r["attack"] == row["attack"] and r.get("setting") == row["setting"] and r["budget"]["steps"] > 0:
-            return row["b50"] * r["budget"]["sample_gradients"] / r["budget"]["steps"]
-    return float("nan")
+def _b50_grads(frame: pd.DataFrame, row) -> float:
+    """B@50 in sample-gradients: steps x the batch of that attack setting (NaN for the envelope row)."""
+    sub = frame[(frame["attack"] == row["attack"]) & (frame["setting"] == row["setting"]) & (frame["steps"] > 0)]
+    return float(row["b50"] * (sub["budget_sample_gradients"] / sub["steps"]).iloc[0]) if len(sub) else float("nan")
 
 
 def table_section(records: list[dict]) -> str:

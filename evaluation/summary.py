@@ -26,7 +26,6 @@ GUARDS = ["guard_fid_cf", "guard_retained_ra", "guard_retained_n"]
 HITS = ["hit_any_1", "hit_any_10", "hit_any_100"]
 COSTS = ["budget_sample_gradients", "budget_wall_s", "budget_device_s", "eval_wall_s", "eval_device_s"]
 SCALARS = ["aurc", "aurc_excess", "b50", "nr_at_max", "er_at_max"]  # b50: median over units, others mean
-MIA_METRICS = ["auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr"]
 WORST = "worst case"
 ROLE_ORDER = ["original", "unlearned", "oracle"]
 
@@ -133,20 +132,22 @@ def curve_table(df) -> pd.DataFrame:
     return u[cols].sort_values(CURVE_KEY).reset_index(drop=True)
 
 
-def aurc(budgets, nr) -> float:
+def aurc(budgets, nr, b_max: float | None = None) -> float:
     """Area under the normalized-recovery curve over log budget, in [0, 1].
 
     x(B) = log(1 + B) / log(1 + B_max) maps budgets 0..B_max onto [0, 1] (B = 0 -> 0, each decade of budget
     weighs about the same); NR is clipped to [0, 1]; the trapezoid rule joins the points. So NR = 1 everywhere
     gives 1, NR = 0 gives 0, NR = x gives 0.5 (for any grid). Points with NaN NR are dropped; a curve without a
     B = 0 point adds no area left of its first budget. NaN if fewer than two points or B_max = 0.
+    b_max: the grid's largest budget (default: this curve's), so a unit missing its last points is not
+    stretched onto [0, 1]: it is NaN instead (its area is unknown).
     """
     b, r = np.asarray(budgets, float), np.asarray(nr, float)
     keep = ~np.isnan(r)
     b, r = b[keep], r[keep]
     if (b < 0).any():
         raise ValueError(f"budgets must be >= 0, got {b.min()}")
-    if b.size < 2 or b.max() <= 0:
+    if b.size < 2 or b.max() <= 0 or (b_max is not None and b.max() < b_max):
         return math.nan
     order = np.argsort(b, kind="stable")
     x = np.log1p(b[order]) / np.log1p(b.max())
@@ -207,8 +208,8 @@ def envelope(df) -> pd.DataFrame:
 def _unit_scalars(g: pd.DataFrame, b_max: float) -> dict:
     g = g.sort_values("steps")
     last = g[g["steps"] == b_max]
-    area = aurc(g["steps"], g["nr"])
-    return {"aurc": area, "aurc_excess": area - aurc(g["steps"], g["nr_oracle"]), "b50": b_at(g["steps"], g["nr"]),
+    area = aurc(g["steps"], g["nr"], b_max)
+    return {"aurc": area, "aurc_excess": area - aurc(g["steps"], g["nr_oracle"], b_max), "b50": b_at(g["steps"], g["nr"]),
             "nr_at_max": last["nr"].mean() if len(last) else math.nan,
             "er_at_max": last["er"].mean() if len(last) else math.nan}
 
@@ -292,11 +293,14 @@ def mia_table(records: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> pd.
     d = pd.json_normalize(recs, sep="_")
     _one_dataset(d)
     d = d.assign(model=_role_label(d))
+    if "time" in d:  # one audit per (model, score, class, seed): the newest
+        d = d.sort_values("time", kind="stable").drop_duplicates(["model", "score", *UNIT], keep="last")
+    metrics = ["auc", *sorted(c for c in d.columns if c.startswith("tpr_at_"))]
     rows = []
     for (model, score), g in d.groupby(["model", "score"]):
-        unit = g.groupby(UNIT)[MIA_METRICS].mean()
+        unit = g.groupby(UNIT)[metrics].mean()
         row = {"role": model, "score": score, "units": len(unit)}
-        for m in MIA_METRICS:
+        for m in metrics:
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_ci(unit[m].to_numpy(), np.mean, n_boot, seed)
         for n in ["n_members", "n_nonmembers"]:
             row[n] = g[n].mean() if n in g else math.nan

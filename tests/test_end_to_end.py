@@ -33,7 +33,7 @@ def test_relearn_job_records_outputs_and_resume(tiny_root, tmp_path):
     assert by[("original", 2)]["eval"]["nfe"] == (16 + 9 * 10) * 3 * 2
     assert by[("original", 2)]["guard"]["retained_n"] == 90 and by[("original", 2)]["guard"]["fid_cf"] > 0
     assert set(by[("original", 2)]["hit_any"]) == {"1", "10"} and by[("original", 2)]["setting"] == "full k=10"
-    out = tiny_root / "results" / "run"
+    out = tiny_root / "results" / "run" / "full_k=10"  # one sub-folder per attack setting
     assert (out / "ra_curve.png").stat().st_size > 0 and (out / "samples_steps2.png").is_file()
     # rerun: nothing is recomputed, the record set is unchanged
     path = tiny_root / "results" / "records.jsonl"
@@ -57,7 +57,7 @@ def test_cli_end_to_end(tiny_root, tmp_path):
     res = _cli(["attacks.relearn", "unlearned=safemax", *TINY, *TINY_METHOD, *TINY_ATTACK,
                 f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    run_dir = tmp_path / "results" / "relearn" / "digits" / "safemax_c0_s0"
+    run_dir = tmp_path / "results" / "relearn" / "digits" / "safemax_c0_s0" / "full_k=10"
     assert (run_dir / "ra_curve.png").is_file() and (run_dir / "summary.txt").is_file()
     recs = [json.loads(line) for line in (tmp_path / "results" / "records.jsonl").read_text().splitlines()]
     assert {(r["role"], r["budget"]["steps"]) for r in recs} == {(a, b) for a in ("unlearned", "original", "oracle")
