@@ -1,7 +1,7 @@
 """Rebuild REPORT.md's generated sections from records only (no image is regenerated).
 
     python -m evaluation.report                       # results/records.jsonl -> REPORT.md, report/*.png
-    python -m evaluation.report --records R --report P
+    python -m evaluation.report --records R --report P   # R: a records.jsonl or a results root
 
 Each section sits between `<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`; text
 outside the markers is hand-written analysis and is kept. A missing section is appended. Running it
@@ -280,11 +280,14 @@ def build_report(records_path: Path, report_path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", default=str(Path("results") / "records.jsonl"))
+    ap.add_argument("--records", default=str(Path("results") / "records.jsonl"),
+                    help="a records.jsonl file, or a results root holding one")
     ap.add_argument("--report", default=str(ROOT / "REPORT.md"))
     a = ap.parse_args(argv)
+    records = Path(a.records)
+    records = records / "records.jsonl" if records.is_dir() else records
     try:
-        build_report(Path(a.records), Path(a.report))
+        build_report(records, Path(a.report))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

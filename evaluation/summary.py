@@ -25,8 +25,10 @@ CURVE_KEY = ["method", "forget_class", "seed", "attack", "setting", "n", "steps"
 GUARDS = ["guard_fid_cf", "guard_retained_ra", "guard_retained_n"]
 HITS = ["hit_any_1", "hit_any_10", "hit_any_100"]
 COSTS = ["budget_sample_gradients", "budget_wall_s", "budget_device_s", "eval_wall_s", "eval_device_s"]
-SCALARS = ["aurc", "aurc_excess", "b50", "nr_at_max", "er_at_max"]  # b50: median over units, others mean
+SCALARS = ["aurc", "aurc_excess", "b50", "nr_at_max", "er_at_max", "guard_fail"]  # b50: median over units, others mean
 WORST = "worst case"
+GUARD_MIN_RETAINED = 0.8  # retained-class RA below this after the attack: the model is broken, not recovered
+GUARD_FID_FACTOR = 3.0    # c_f FID above 3x the original's: the "c_f" samples are not c_f images
 ROLE_ORDER = ["original", "unlearned", "oracle"]
 
 
@@ -92,15 +94,15 @@ def _role_label(df: pd.DataFrame) -> pd.Series:
     return df["role"].where(df["role"] != "unlearned", "unlearned:" + df["method"].astype(str))
 
 
-def _at_zero(ref: pd.DataFrame, on: pd.DataFrame, keys: list[str]) -> np.ndarray:
+def _at_zero(ref: pd.DataFrame, on: pd.DataFrame, keys: list[str], col: str = "ra") -> np.ndarray:
     """RA of `ref` at budget 0, untouched model (see attack_frame), for each row of `on`, matched on `keys`
     (attack and setting among them); where absent, the mean over `ref`'s untouched budget-0 points of any
     setting with the other keys equal."""
     z = ref[(ref["steps"] == 0) & ref["unattacked"]]
-    exact = on[keys].merge(z.groupby(keys, as_index=False)["ra"].mean(), on=keys, how="left")["ra"]
+    exact = on[keys].merge(z.groupby(keys, as_index=False)[col].mean(), on=keys, how="left")[col]
     loose = [k for k in keys if k not in ("attack", "setting")]
-    fb = z.groupby(loose, as_index=False)["ra"].mean()
-    fallback = on[loose].merge(fb, on=loose, how="left")["ra"]
+    fb = z.groupby(loose, as_index=False)[col].mean()
+    fallback = on[loose].merge(fb, on=loose, how="left")[col]
     return exact.fillna(fallback).to_numpy(float)
 
 
@@ -109,7 +111,10 @@ def curve_table(df) -> pd.DataFrame:
     ra_u, nr (NaN where RA_orig = RA_u), ra_oracle, er, nr_oracle (the oracle's RA on the same NR scale), and
     the guard / hit_any columns. Duplicate points keep the newest record. RA_orig and RA_u are the untouched
     models' RA (budget 0 of the same attack and setting where that is the untouched model, else the mean over
-    untouched budget-0 points of the same class, seed and N; the unlearned model's of the same method)."""
+    untouched budget-0 points of the same class, seed and N; the unlearned model's of the same method).
+    Guards: a point fails when the attacked model's retained-class RA is below GUARD_MIN_RETAINED or its c_f
+    samples' FID exceeds GUARD_FID_FACTOR x the untouched original's (same class, seed, N); a failing point
+    gets no credit (ra_guarded = RA_u) in nr and er. Points without guard fields pass."""
     df = _frame(df)
     _one_dataset(df)
     df = _latest(df, ["role", *CURVE_KEY])
@@ -121,13 +126,20 @@ def curve_table(df) -> pd.DataFrame:
     u["ra_u"] = _at_zero(u, u, ["method", *ref])
     oracle = df[df["role"] == "oracle"].groupby([*ref, "steps"], as_index=False)["ra"].mean()
     u["ra_oracle"] = u[[*ref, "steps"]].merge(oracle, on=[*ref, "steps"], how="left")["ra"].to_numpy(float)
+    # Guards: a point whose samples are far from real c_f images, or whose model lost its retained classes,
+    # is not recovery. Such a point keeps its raw `ra`, but NR and ER use the floor RA_u instead.
+    u["fid_orig"] = _at_zero(df[df["role"] == "original"], u, ref, "guard_fid_cf")
+    u["guard_ok"] = ~((u["guard_retained_ra"] < GUARD_MIN_RETAINED)
+                      | (u["guard_fid_cf"] > GUARD_FID_FACTOR * u["fid_orig"]))
+    u["ra_guarded"] = u["ra"].where(u["guard_ok"] | (u["ra"] <= u["ra_u"]), u["ra_u"])
     span = (u["ra_orig"] - u["ra_u"]).replace(0, np.nan)
-    u["nr"] = (u["ra"] - u["ra_u"]) / span
-    u["er"] = u["ra"] - u["ra_oracle"]
+    u["nr"] = (u["ra_guarded"] - u["ra_u"]) / span
+    u["er"] = u["ra_guarded"] - u["ra_oracle"]
     u["nr_oracle"] = (u["ra_oracle"] - u["ra_u"]) / span
     extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
              "run_id"]
-    cols = [*CURVE_KEY, "ra", "ra_orig", "ra_u", "nr", "ra_oracle", "er", "nr_oracle", *GUARDS, *HITS]
+    cols = [*CURVE_KEY, "ra", "ra_guarded", "guard_ok", "ra_orig", "ra_u", "nr", "ra_oracle", "er", "nr_oracle",
+            "fid_orig", *GUARDS, *HITS]
     cols += [c for c in extra if c in u]
     return u[cols].sort_values(CURVE_KEY).reset_index(drop=True)
 
@@ -211,7 +223,8 @@ def _unit_scalars(g: pd.DataFrame, b_max: float) -> dict:
     area = aurc(g["steps"], g["nr"], b_max)
     return {"aurc": area, "aurc_excess": area - aurc(g["steps"], g["nr_oracle"], b_max), "b50": b_at(g["steps"], g["nr"]),
             "nr_at_max": last["nr"].mean() if len(last) else math.nan,
-            "er_at_max": last["er"].mean() if len(last) else math.nan}
+            "er_at_max": last["er"].mean() if len(last) else math.nan,
+            "guard_fail": 1.0 - g.loc[g["steps"] > 0, "guard_ok"].astype(float).mean() if "guard_ok" in g else math.nan}
 
 
 def _scalar_rows(c: pd.DataFrame, keys: list[str], n_boot: int, seed: int) -> list[dict]:
