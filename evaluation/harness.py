@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from attacks.common import AttackState, check_budgets
 from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
+from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, existing_keys, read_records
 from unlearn.artifacts import artifact, key_of, provenance
 from unlearn.diffusion import ddim_sample, sampling_nfe
@@ -108,23 +109,28 @@ def _hit_any(hits: torch.Tensor, sizes=(1, 10, 100)) -> dict:
 
 class Guards:
     """Quality guards beside every recovered point, so garbage or a destroyed model is not 'recovery':
-    FID (judge features, torch-fidelity) of the c_f samples against real c_f images (held-out half +
-    test split, never given to an attacker), and the judge's accuracy on samples of the retained classes."""
+    - ra_ondata: the share of c_f samples the judge calls c_f AND the noise detector (evaluation/ood.py)
+      accepts as on-data: noise or adversarial garbage labelled c_f does not count (the "bird" failure);
+    - FID (judge features, torch-fidelity) of the c_f samples against real c_f images (held-out half +
+      test split, never given to an attacker);
+    - retained_ra: the judge's accuracy on samples of the retained classes after the attack."""
 
     def __init__(self, ctx: Context, judge: Judge, ev: SamplerSpec, per_class: int, inception_weights: str | None = None):
         ds, fc = ctx.ds, ctx.forget_class
         self.ctx, self.judge, self.ev, self.inception = ctx, judge, ev, inception_weights
         self.real = torch.cat([ds.heldout(fc), ds.x_test[ds.y_test == fc]])
         self.labels = torch.tensor([c for c in range(ds.num_classes) if c != fc for _ in range(per_class)])
+        self.noise = NoiseDetector(judge, ds.x_train, ds.y_train)
 
-    def __call__(self, model, x_cf: torch.Tensor) -> tuple[dict, Timer]:
+    def __call__(self, model, x_cf: torch.Tensor, hits: torch.Tensor) -> tuple[dict, Timer]:
         from evaluation.fid import fid
 
         x, timer = sample_labels(model, self.ctx, self.ev, self.labels, self.ctx.seed + 1)
         with timer:
+            ondata = (hits & ~self.noise.rejected(x_cf)).float().mean().item()
             retained = (self.judge.probs(x).argmax(-1) == self.labels).float().mean().item()
             f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), self.inception, cuda=self.ctx.device.type == "cuda")
-        return {"fid_cf": round(f, 3), "fid_features": "inception" if self.inception else f"judge:{self.judge.id}", "retained_ra": round(retained, 5), "retained_n": len(self.labels),
+        return {"ra_ondata": round(ondata, 5), "fid_cf": round(f, 3), "fid_features": "inception" if self.inception else f"judge:{self.judge.id}", "retained_ra": round(retained, 5), "retained_n": len(self.labels),
                 "fid_real_n": len(self.real)}, timer
 
 
@@ -177,7 +183,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
             x, timer = sample_labels(state.model, ctx, ev, torch.full((n,), ctx.forget_class), ctx.seed)
             probs = judge.probs(x)
             s = score(probs, ctx.forget_class)
-            guard, gtimer = guards(state.model, x) if guards else ({}, Timer(ctx.device))
+            guard, gtimer = guards(state.model, x, probs.argmax(-1) == ctx.forget_class) if guards else ({}, Timer(ctx.device))
             if sampling_is_attack:
                 state = AttackState(state.model, 0, 0, sampling_nfe(n, ev.steps, ev.guidance_w), timer.wall_s,
                                     timer.device_s)

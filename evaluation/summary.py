@@ -22,13 +22,12 @@ from unlearn.errors import UserError
 
 UNIT = ["forget_class", "seed"]
 CURVE_KEY = ["method", "forget_class", "seed", "attack", "setting", "n", "steps"]
-GUARDS = ["guard_fid_cf", "guard_retained_ra", "guard_retained_n"]
+GUARDS = ["guard_ra_ondata", "guard_fid_cf", "guard_retained_ra", "guard_retained_n"]
 HITS = ["hit_any_1", "hit_any_10", "hit_any_100"]
 COSTS = ["budget_sample_gradients", "budget_wall_s", "budget_device_s", "eval_wall_s", "eval_device_s"]
 SCALARS = ["aurc", "aurc_excess", "b50", "nr_at_max", "er_at_max", "guard_fail"]  # b50: median over units, others mean
 WORST = "worst case"
 GUARD_MIN_RETAINED = 0.8  # retained-class RA below this after the attack: the model is broken, not recovered
-GUARD_FID_FACTOR = 3.0    # c_f FID above 3x the original's: the "c_f" samples are not c_f images
 ROLE_ORDER = ["original", "unlearned", "oracle"]
 
 
@@ -112,9 +111,8 @@ def curve_table(df) -> pd.DataFrame:
     the guard / hit_any columns. Duplicate points keep the newest record. RA_orig and RA_u are the untouched
     models' RA (budget 0 of the same attack and setting where that is the untouched model, else the mean over
     untouched budget-0 points of the same class, seed and N; the unlearned model's of the same method).
-    Guards: a point fails when the attacked model's retained-class RA is below GUARD_MIN_RETAINED or its c_f
-    samples' FID exceeds GUARD_FID_FACTOR x the untouched original's (same class, seed, N); a failing point
-    gets no credit (ra_guarded = RA_u) in nr and er. Points without guard fields pass."""
+    Guard: a point fails when the attacked model's retained-class RA is below GUARD_MIN_RETAINED; a failing
+    point gets no credit (ra_guarded = RA_u) in nr and er. Points without guard fields pass."""
     df = _frame(df)
     _one_dataset(df)
     df = _latest(df, ["role", *CURVE_KEY])
@@ -126,11 +124,12 @@ def curve_table(df) -> pd.DataFrame:
     u["ra_u"] = _at_zero(u, u, ["method", *ref])
     oracle = df[df["role"] == "oracle"].groupby([*ref, "steps"], as_index=False)["ra"].mean()
     u["ra_oracle"] = u[[*ref, "steps"]].merge(oracle, on=[*ref, "steps"], how="left")["ra"].to_numpy(float)
-    # Guards: a point whose samples are far from real c_f images, or whose model lost its retained classes,
-    # is not recovery. Such a point keeps its raw `ra`, but NR and ER use the floor RA_u instead.
+    # Guard: a point whose model lost its retained classes is not recovery. It keeps its raw `ra`, but NR
+    # and ER use the floor RA_u instead. (The c_f FID is not a gate: it pools hits and misses, so a half-
+    # recovered model's FID is dominated by its noise samples; ra_ondata, the hits the noise detector
+    # accepts, is reported beside RA instead.)
     u["fid_orig"] = _at_zero(df[df["role"] == "original"], u, ref, "guard_fid_cf")
-    u["guard_ok"] = ~((u["guard_retained_ra"] < GUARD_MIN_RETAINED)
-                      | (u["guard_fid_cf"] > GUARD_FID_FACTOR * u["fid_orig"]))
+    u["guard_ok"] = ~(u["guard_retained_ra"] < GUARD_MIN_RETAINED)
     u["ra_guarded"] = u["ra"].where(u["guard_ok"] | (u["ra"] <= u["ra_u"]), u["ra_u"])
     span = (u["ra_orig"] - u["ra_u"]).replace(0, np.nan)
     u["nr"] = (u["ra_guarded"] - u["ra_u"]) / span
@@ -368,6 +367,8 @@ def ra_budget_table(data, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
             unit = gm.groupby(UNIT)["er"].mean()
             row[f"ER {method}"], row[f"ER {method}_lo"], row[f"ER {method}_hi"] = bootstrap_ci(unit.to_numpy(), np.mean,
                                                                                                n_boot, seed)
+        for method, gm in g[g["role"] == "unlearned"].groupby("method"):
+            row[f"on-data RA {method}"] = gm["guard_ra_ondata"].mean()
         row["min retained RA"] = g["guard_retained_ra"].min()
         row["FID c_f (unlearned)"] = g.loc[g["role"] == "unlearned", "guard_fid_cf"].mean()
         rows.append(row)

@@ -206,15 +206,14 @@ def test_report_study_section_from_records_is_idempotent(tmp_path, capsys):
 def test_a_point_failing_a_guard_gets_no_recovery_credit():
     recs = _hand()
     for r in recs:
-        r["guard"] = {"fid_cf": 10.0, "retained_ra": 0.99, "retained_n": 90}
+        r["guard"] = {"fid_cf": 10.0, "retained_ra": 0.99, "retained_n": 90, "ra_ondata": r["ra"] / 2}
     broken = next(r for r in recs if r["role"] == "unlearned" and r["budget"]["steps"] == 100)
-    broken["guard"] = {"fid_cf": 12.0, "retained_ra": 0.5, "retained_n": 90}   # the model lost its other classes
-    garbage = next(r for r in recs if r["role"] == "unlearned" and r["budget"]["steps"] == 10)
-    garbage["guard"] = {"fid_cf": 31.0, "retained_ra": 0.99, "retained_n": 90}  # > 3x the original's FID of 10
+    broken["guard"]["retained_ra"] = 0.5  # the attack destroyed the model's other classes
     c = curve_table(recs).set_index("steps")
-    assert not c.loc[100, "guard_ok"] and not c.loc[10, "guard_ok"] and c.loc[0, "guard_ok"]
+    assert not c.loc[100, "guard_ok"] and c.loc[10, "guard_ok"] and c.loc[0, "guard_ok"]
     assert c.loc[100, "ra"] == 0.7 and c.loc[100, "ra_guarded"] == 0.1 and c.loc[100, "nr"] == 0.0
-    assert c.loc[100, "er"] == pytest.approx(0.1 - 0.4)
-    assert scalar_table(recs, n_boot=50).iloc[0]["guard_fail"] == 1.0
-    garbage["guard"]["fid_cf"] = 29.0
-    assert curve_table(recs).set_index("steps").loc[10, "nr"] == pytest.approx(0.25)
+    assert c.loc[100, "er"] == pytest.approx(0.1 - 0.4) and c.loc[10, "nr"] == pytest.approx(0.25)
+    assert scalar_table(recs, n_boot=50).iloc[0]["guard_fail"] == 0.5
+    from evaluation.summary import ra_budget_table
+    t = ra_budget_table(recs, n_boot=50).set_index("steps")
+    assert t.loc[100, "on-data RA safemax"] == pytest.approx(0.35) and t.loc[100, "min retained RA"] == 0.5
