@@ -9,7 +9,7 @@ weight, the original table included, is left bit-identical (a test checks it).
     mode=data      Adam on the eps-loss with label c_f on k attacker-pool images (budget = steps)
     mode=datafree  no images: maximise log p(c_f | x) of the *attacker's* classifier (attacks/attacker_clf.py,
                    never the judge) on images sampled through a short differentiable DDIM with v
-    init           forgotten (row c_f) | null (row K) | mean (mean of the retained classes' rows)
+    init           forgotten (row c_f) | null_row (row K) | mean (mean of the retained classes' rows)
 
     python -m attacks.embedding unlearned=safemax attack.init=mean
     python -m attacks.embedding unlearned=safemax attack.mode=datafree
@@ -32,7 +32,7 @@ from unlearn.methods_common import batch_of
 from unlearn.model import null_class
 from unlearn.pipeline import Context
 
-INITS = ("forgotten", "null", "mean")
+INITS = ("forgotten", "null_row", "mean")  # "null" would read as YAML null on the command line
 MODES = ("data", "datafree")
 
 
@@ -53,7 +53,7 @@ def init_vector(table: nn.Embedding, forget_class: int, init: str, num_classes: 
     w = table.weight.detach()
     if init == "forgotten":
         return w[forget_class]
-    if init == "null":
+    if init == "null_row":
         return w[num_classes]
     return w[[c for c in range(num_classes) if c != forget_class]].mean(0)
 

@@ -191,8 +191,9 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
                        + _md(_fmt(rb).set_index("attack")))
         st = sampler_table(atk)
         if not st.empty:
-            out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; hit_any_m: share of "
-                       "disjoint groups of m samples with at least one c_f, i.e. best-of-m seeds):\n\n"
+            out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "
+                       "noise detector accepts as digits; hit_any_m: the probability that m samples (seeds) hold at "
+                       "least one c_f, i.e. best-of-m, from the N evaluated):\n\n"
                        + _md(_fmt(st).set_index("role")))
         led = ledger(atk)
         fig_dir.mkdir(parents=True, exist_ok=True)
@@ -205,8 +206,8 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     if mia:
         mt = mia_table(mia)
         out.append("**Membership inference audit** (members: the forget class's training images; non-members: its "
-                   "test images; AUC on all, TPR at FPR with thresholds fitted on a shadow half; the oracle is the "
-                   "reference value):\n\n" + _md(_fmt(mt).set_index("role")))
+                   "test images; AUC on all, TPR at FPR with thresholds fitted on a shadow half, NaN where the shadow "
+                   "half holds fewer than 1/FPR non-members; the oracle is the reference value):\n\n" + _md(_fmt(mt).set_index("role")))
     cmd = _study_command(study)
     if cmd:
         out.append(f"Reproduce:\n\n```\n{cmd}\npython -m evaluation.report\n```")

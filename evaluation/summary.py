@@ -286,9 +286,10 @@ def sampler_table(df, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     d = _latest(d, ["role", *CURVE_KEY]).assign(model=lambda x: _role_label(x))
     rows = []
     for (model, setting), g in d.groupby(["model", "setting"]):
-        unit = g.groupby(UNIT)[["ra", *HITS]].max()
+        unit = g.groupby(UNIT)[["ra", "guard_ra_ondata", *HITS]].max()
         row = {"role": model, "setting": setting, "units": len(unit)}
         row["ra"], row["ra_lo"], row["ra_hi"] = bootstrap_ci(unit["ra"].to_numpy(), np.mean, n_boot, seed)
+        row["on-data RA"] = unit["guard_ra_ondata"].mean()
         rows.append({**row, **unit[HITS].mean().to_dict()})
     t = pd.DataFrame(rows)
     return t.assign(_r=_role_sort(t["role"])).sort_values(["_r", "role", "setting"]).drop(columns="_r").reset_index(

@@ -92,7 +92,7 @@ def test_embedding_inversion_leaves_unet_weights_bit_identical():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     table = model.class_embedding
     states = list(embedding.invert(model, ds.attacker_pool(3)[:4], forget_class=3, schedule=Schedule.linear(),
-                                   budgets=[0, 3], init="null", lr=0.1, batch_size=4,
+                                   budgets=[0, 3], init="null_row", lr=0.1, batch_size=4,
                                    generator=torch.Generator().manual_seed(0)))
     assert [s.steps for s in states] == [0, 3]
     after = dict(model.named_parameters())
