@@ -175,21 +175,21 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
         name = f"{study}_robustness.png"
         plot_robustness(atk, fig_dir / name, title=f"{study}: RA of the forgotten class vs attack budget")
         out.append(f"![robustness curves](report/{name})")
-        sc = scalar_table(atk)
+        frame = attack_frame(atk)  # flattened once, shared by every table below
+        sc = scalar_table(frame)
         if not sc.empty:
-            frame = attack_frame(atk)
             sc["b50_sample_grads"] = sc.apply(lambda r: _b50_grads(frame, r), axis=1)
             out.append("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
                        "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
                        "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget):\n\n"
                        + _md(_fmt(sc.drop(columns=["b_max"])).set_index("method")))
-        rb = ra_budget_table(atk)
+        rb = ra_budget_table(frame)
         if not rb.empty:
             out.append("**RA per budget** (mean over units [95% CI]; ER = unlearned minus oracle, same attack and "
                        "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
                        "models' mean FID of c_f samples vs real c_f images on judge features):\n\n"
                        + _md(_fmt(rb).set_index("attack")))
-        st = sampler_table(atk)
+        st = sampler_table(frame)
         if not st.empty:
             out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "
                        "noise detector accepts as digits; hit_any_m: the probability that m samples (seeds) hold at "

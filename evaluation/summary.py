@@ -93,15 +93,15 @@ def _role_label(df: pd.DataFrame) -> pd.Series:
     return df["role"].where(df["role"] != "unlearned", "unlearned:" + df["method"].astype(str))
 
 
-def _at_zero(ref: pd.DataFrame, on: pd.DataFrame, keys: list[str], col: str = "ra") -> np.ndarray:
+def _at_zero(ref: pd.DataFrame, on: pd.DataFrame, keys: list[str]) -> np.ndarray:
     """RA of `ref` at budget 0, untouched model (see attack_frame), for each row of `on`, matched on `keys`
     (attack and setting among them); where absent, the mean over `ref`'s untouched budget-0 points of any
     setting with the other keys equal."""
     z = ref[(ref["steps"] == 0) & ref["unattacked"]]
-    exact = on[keys].merge(z.groupby(keys, as_index=False)[col].mean(), on=keys, how="left")[col]
+    exact = on[keys].merge(z.groupby(keys, as_index=False)["ra"].mean(), on=keys, how="left")["ra"]
     loose = [k for k in keys if k not in ("attack", "setting")]
-    fb = z.groupby(loose, as_index=False)[col].mean()
-    fallback = on[loose].merge(fb, on=loose, how="left")[col]
+    fb = z.groupby(loose, as_index=False)["ra"].mean()
+    fallback = on[loose].merge(fb, on=loose, how="left")["ra"]
     return exact.fillna(fallback).to_numpy(float)
 
 
@@ -128,7 +128,6 @@ def curve_table(df) -> pd.DataFrame:
     # and ER use the floor RA_u instead. (The c_f FID is not a gate: it pools hits and misses, so a half-
     # recovered model's FID is dominated by its noise samples; ra_ondata, the hits the noise detector
     # accepts, is reported beside RA instead.)
-    u["fid_orig"] = _at_zero(df[df["role"] == "original"], u, ref, "guard_fid_cf")
     u["guard_ok"] = ~(u["guard_retained_ra"] < GUARD_MIN_RETAINED)
     u["ra_guarded"] = u["ra"].where(u["guard_ok"] | (u["ra"] <= u["ra_u"]), u["ra_u"])
     span = (u["ra_orig"] - u["ra_u"]).replace(0, np.nan)
@@ -138,7 +137,7 @@ def curve_table(df) -> pd.DataFrame:
     extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
              "run_id"]
     cols = [*CURVE_KEY, "ra", "ra_guarded", "guard_ok", "ra_orig", "ra_u", "nr", "ra_oracle", "er", "nr_oracle",
-            "fid_orig", *GUARDS, *HITS]
+            *GUARDS, *HITS]
     cols += [c for c in extra if c in u]
     return u[cols].sort_values(CURVE_KEY).reset_index(drop=True)
 

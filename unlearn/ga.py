@@ -7,7 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unlearn.diffusion import eps_loss
-from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, retain_loss
+from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, with_retain
 
 
 def ga(model, data: UnlearnData, *, steps: int = 100, batch_size: int = 64, lr: float = 1e-5, beta: float = 1.0,
@@ -21,10 +21,7 @@ def ga(model, data: UnlearnData, *, steps: int = 100, batch_size: int = 64, lr: 
         forget = eps_loss(model, data.schedule, x0, y, generator)
         forget_losses.append(forget.detach())
         loss = -forget
-        if beta > 0:
-            retain = retain_loss(model, data, retain_batch_size, generator)
-            retain_losses.append(retain.detach())
-            loss = loss + beta * retain
+        loss = with_retain(loss, beta, model, data, retain_batch_size, generator, retain_losses)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -53,3 +53,13 @@ def retain_loss(model, data: UnlearnData, batch_size: int, generator: torch.Gene
     """L_DDPM on a random batch of retained images with their own labels: every method's retain term."""
     xr, yr = batch_of((data.retain_x, data.retain_y), batch_size, generator)
     return eps_loss(model, data.schedule, xr, yr, generator)
+
+
+def with_retain(loss: torch.Tensor, weight: float, model, data: UnlearnData, batch_size: int,
+                generator: torch.Generator | None, log: list) -> torch.Tensor:
+    """loss + weight * retain_loss (logged in `log`); the loss unchanged when weight is 0."""
+    if weight <= 0:
+        return loss
+    retain = retain_loss(model, data, batch_size, generator)
+    log.append(retain.detach())
+    return loss + weight * retain

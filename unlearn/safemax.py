@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from unlearn.diffusion import predict_eps, q_sample, sample_t
-from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, retain_loss
+from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, with_retain
 
 
 def safemax_loss(model, schedule, x0: torch.Tensor, forget_class: int, lam: float, zero_target: bool = False,
@@ -51,10 +51,7 @@ def safemax(model, data: UnlearnData, *, steps: int = 1000, batch_size: int = 12
         x0 = batch_of(data.forget_x, batch_size, generator)
         loss = safemax_loss(model, data.schedule, x0, data.forget_class, lam, zero_target, generator)
         forget_losses.append(loss.detach())
-        if beta > 0:
-            retain = retain_loss(model, data, retain_batch_size, generator)
-            retain_losses.append(retain.detach())
-            loss = loss + beta * retain
+        loss = with_retain(loss, beta, model, data, retain_batch_size, generator, retain_losses)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

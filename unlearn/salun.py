@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from unlearn.errors import UserError
 from unlearn.diffusion import eps_loss, predict_eps, q_sample, sample_t
-from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, retain_loss
+from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, with_retain
 
 
 def saliency_mask(model, data: UnlearnData, density: float, batch_size: int,
@@ -74,10 +74,7 @@ def salun(model, data: UnlearnData, *, steps: int = 1000, batch_size: int = 128,
         pred = predict_eps(model, x_t, t, torch.full((n,), data.forget_class, device=dev))
         loss = F.mse_loss(pred, target)
         forget_losses.append(loss.detach())
-        if alpha > 0:
-            retain = retain_loss(model, data, retain_batch_size, generator)
-            retain_losses.append(retain.detach())
-            loss = loss + alpha * retain
+        loss = with_retain(loss, alpha, model, data, retain_batch_size, generator, retain_losses)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if mask is not None:
