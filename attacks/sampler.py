@@ -56,4 +56,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from unlearn.errors import cli
+
+    cli(main)

@@ -24,7 +24,7 @@ from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, read_records
 from unlearn.artifacts import key_of, provenance
 from unlearn.diffusion import sampling_nfe
-from unlearn.model import code_version, device_name, load_unet
+from unlearn.model import code_version, device_name
 from unlearn.pipeline import Context
 
 
@@ -58,11 +58,11 @@ def run(cfg: DictConfig) -> dict:
     inception = cfg.eval.get("inception_weights")
     key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": asdict(ev), "n": n, "seed": ctx.seed,
                   "judge": judge.id, "forget_class": ctx.forget_class, **({"inception": inception} if inception else {})})
-    done = [r for r in read_records(records_path) if r["key"] == key]
+    done = [] if cfg.get("overwrite") else [r for r in read_records(records_path) if r["key"] == key]
     if done:
         rec = done[0]
     else:
-        per, x, labels, timer = class_accuracy(load_unet(folder, ctx.device), ctx, judge, ev, n, ctx.seed)
+        per, x, labels, timer = class_accuracy(ctx.load(folder), ctx, judge, ev, n, ctx.seed)
         fc = ctx.forget_class
         retained = [per[c]["ra"] for c in per if c != fc]
         ds = ctx.ds
@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict:
             "eval": {"nfe": sampling_nfe(n * len(per), ev.steps, ev.guidance_w), "wall_s": round(timer.wall_s, 3)},
             "device": device_name(ctx.device), "torch": torch.__version__,
         }
-        append_record(records_path, rec)
+        append_record(records_path, rec, replace=bool(cfg.get("overwrite")))
     print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): forget RA {rec['forget_ra']:.3f}, "
           f"noise {rec.get('forget_noise', float('nan')):.3f}, retained mean RA {rec['retained_mean_ra']:.3f}, "
           f"min class RA {rec['min_class_ra']:.3f}, FID retained {rec.get('fid_retained', float('nan')):.2f}")
@@ -106,4 +106,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from unlearn.errors import cli
+
+    cli(main)

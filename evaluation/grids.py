@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 
 from evaluation.harness import SamplerSpec, sample_labels
 from evaluation.plots import sample_grid
-from unlearn.model import load_unet
 from unlearn.pipeline import Context
 
 
@@ -22,7 +21,7 @@ def run(cfg: DictConfig) -> Path:
     ctx = Context.from_cfg(cfg)
     k, per = ctx.ds.num_classes, int(cfg.eval.grid_per_class)
     labels = torch.arange(k).repeat_interleave(per)
-    x, _ = sample_labels(load_unet(ctx.unlearned(), ctx.device), ctx, SamplerSpec.from_cfg(cfg.sampler), labels, ctx.seed)
+    x, _ = sample_labels(ctx.load(ctx.unlearned()), ctx, SamplerSpec.from_cfg(cfg.sampler), labels, ctx.seed)
     rows = {(f"{c} (forgotten)" if c == ctx.forget_class else str(c)): x[labels == c].numpy() for c in range(k)}
     path = (Path(cfg.paths.results) / "grids" /
             f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}_s{ctx.seed}_w{cfg.sampler.guidance_w}.png")
@@ -41,4 +40,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from unlearn.errors import cli
+
+    cli(main)

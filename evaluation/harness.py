@@ -28,7 +28,8 @@ from evaluation.records import append_record, existing_keys, read_records
 from unlearn.artifacts import artifact, key_of, provenance
 from unlearn.diffusion import ddim_sample, sampling_nfe
 from unlearn.errors import UserError
-from unlearn.model import Timer, code_version, device_name, load_unet, null_class
+from unlearn.io import write_text
+from unlearn.model import Timer, code_version, device_name, null_class
 from unlearn.methods import REFERENCES
 from unlearn.pipeline import Context
 
@@ -150,6 +151,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     budgets = check_budgets(cfg.attack.budgets)
     out_dir = _run_dir(cfg) / (subdir or _slug(setting))
     records_path = Path(cfg.paths.results) / "records.jsonl"
+    overwrite = bool(cfg.get("overwrite"))  # recompute points that are already recorded (and replace them)
     roles = _roles(cfg, ctx)
     attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
     judge = get_judge(ctx, cfg.judge)
@@ -172,11 +174,11 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
         model_key = prov["key"]
         role_keys = {b: key_of({**job, "model": model_key, "steps": b}) for b in budgets}
         keys += role_keys.values()
-        have = existing_keys(records_path)
+        have = set() if overwrite else existing_keys(records_path)
         if all(k in have for k in role_keys.values()):
             log.info("%s: all %d points already recorded", role, len(budgets))
             continue
-        model = load_unet(folder, ctx.device)
+        model = ctx.load(folder)
         for state in attack(model, ctx, torch.Generator().manual_seed(ctx.seed)):
             if role_keys[state.steps] in have:
                 continue
@@ -213,7 +215,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                 "device": device_name(ctx.device), "torch": torch.__version__,
             }
             _save_strip(x[:16], out_dir / "samples" / f"{role}_steps{state.steps}.npy")
-            append_record(records_path, rec)
+            append_record(records_path, rec, replace=overwrite)
             log.info("%s %s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, setting, state.steps, s["ra"],
                      s["ra_ci_low"], s["ra_ci_high"], s["entropy"], guard)
     wanted = set(keys)
@@ -261,7 +263,7 @@ def _outputs(records: list[dict], out_dir: Path, roles: list[str], budgets: list
                     title=f"samples with label c_f after {b} attack steps")
     table = ra_table(records)
     print(table.to_string())
-    (out_dir / "summary.txt").write_text(table.to_string() + "\n")
+    write_text(out_dir / "summary.txt", table.to_string() + "\n")
     print(f"records: {len(records)} points; outputs in {out_dir}")
 
 
@@ -272,6 +274,7 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
     a role whose scores are all recorded is skipped; otherwise only the missing scores are appended."""
     ctx = ctx or Context.from_cfg(cfg)
     records_path = Path(cfg.paths.results) / "records.jsonl"
+    overwrite = bool(cfg.get("overwrite"))  # recompute points that are already recorded (and replace them)
     roles = _roles(cfg, ctx)
     params = OmegaConf.to_container(cfg.attack, resolve=True)
     unlearned_key = provenance(ctx.model_folder("unlearned"))["key"]
@@ -285,11 +288,11 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
         role_key = {**job, "model": prov["key"]}
         keys = {name: key_of({**role_key, "score": name}) for name in scores}
         wanted |= set(keys.values())
-        have = existing_keys(records_path)
+        have = set() if overwrite else existing_keys(records_path)
         if all(k in have for k in keys.values()):
             log.info("%s: audit already recorded", role)
             continue
-        model = load_unet(folder, ctx.device)
+        model = ctx.load(folder)
         timer = Timer(ctx.device)
         with timer:
             results = audit(model)
@@ -305,7 +308,7 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
                    "attack_params": params, **res, "audit_wall_s": round(timer.wall_s, 3),
                    "audit_device_s": round(timer.device_s, 3), "device": device_name(ctx.device),
                    "torch": torch.__version__}
-            append_record(records_path, rec)
+            append_record(records_path, rec, replace=overwrite)
         log.info("%s: %s", role, ", ".join(f"{r['score']} AUC {r['auc']:.3f}" for r in results))
     records = [r for r in read_records(records_path) if r["key"] in wanted]
     _print_mia(records)

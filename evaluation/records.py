@@ -1,9 +1,12 @@
 """Records: one JSON line per evaluated point, appended atomically, deduplicated by key.
 
-An append takes an exclusive lock on the file, repairs a torn last line left by a crash (drops it),
-skips the record if its key is already present, writes the line in one call and fsyncs. Readers skip
-a torn last line. So a killed job loses at most the point it was computing, and a rerun adds only
-the points that are missing.
+Every write holds an exclusive lock on `<records>.lock` (so concurrent jobs of a sweep serialise), repairs a
+torn last line left by a killed writer (drops it), skips the record if its key is already present, writes
+the whole line and fsyncs. A write that fails part-way (full disk, file-size limit) is rolled back to the
+previous size, so the file never holds half a record. `replace=True` (the `overwrite=true` option) drops
+the old line of that key: the file is rewritten to a temporary file and renamed over the old one.
+Readers skip a torn last line. So a killed job loses at most the point it was computing, and a rerun
+adds only the points that are missing.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from unlearn.errors import UserError
+from unlearn.io import atomic_write, write_error
 
 
 def _valid_lines(text: str) -> list[str]:
@@ -48,37 +53,89 @@ def existing_keys(path: str | Path) -> set[str]:
     return {r["key"] for r in read_records(path, strict=False)}
 
 
-def append_record(path: str | Path, record: dict) -> bool:
-    """Append `record` unless its key exists; returns True if written."""
-    path = Path(path)
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock shared by every writer of `path` (a side file: the records file itself may be
+    replaced by a rename, which a lock on its inode would not survive)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        lock = open(path.with_name(path.name + ".lock"), "a")
     except OSError as e:
-        raise UserError(f"cannot write records to {path} ({e.strerror}); set paths.results to a writable folder") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        text = os.pread(fd, size, 0).decode() if size else ""
-        if text and not text.endswith("\n"):
-            tail = text[text.rfind("\n") + 1:]
-            try:  # a complete record that lacks its newline (a hand edit): keep it
-                json.loads(tail)
-                os.write(fd, b"\n")
-                text += "\n"
-            except ValueError:  # a torn line from a crashed writer: drop it
-                os.ftruncate(fd, text.rfind("\n") + 1)
-                text = text[: text.rfind("\n") + 1]
-        keys = set()
-        for i, ln in enumerate(_valid_lines(text), 1):
+        raise write_error(path, e, "paths.results") from e
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def append_record(path: str | Path, record: dict, replace: bool = False) -> bool:
+    """Append `record` unless its key exists (replace=True: drop the existing line first); True if written."""
+    path = Path(path)
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+    with _locked(path):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise write_error(path, e, "paths.results") from e
+        try:
+            size = os.fstat(fd).st_size
+            text = os.pread(fd, size, 0).decode() if size else ""
+            if text and not text.endswith("\n"):
+                tail = text[text.rfind("\n") + 1:]
+                try:  # a complete record that lacks its newline (a hand edit): keep it
+                    json.loads(tail)
+                    os.pwrite(fd, b"\n", size)
+                    text += "\n"
+                except ValueError:  # a torn line from a killed writer: drop it
+                    text = text[: text.rfind("\n") + 1]
+                    os.ftruncate(fd, len(text.encode()))
+                size = len(text.encode())
+            lines = _valid_lines(text)
+            keys = []
+            for i, ln in enumerate(lines, 1):
+                try:
+                    keys.append(json.loads(ln).get("key"))
+                except (ValueError, AttributeError) as e:
+                    raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
+            if record["key"] in keys:
+                if not replace:
+                    return False
+                kept = "".join(ln + "\n" for ln, k in zip(lines, keys) if k != record["key"])
+                with atomic_write(path) as tmp:
+                    tmp.write_bytes(kept.encode() + line)
+                return True
             try:
-                keys.add(json.loads(ln).get("key"))
-            except (ValueError, AttributeError) as e:
-                raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
-        if record["key"] in keys:
-            return False
-        os.write(fd, (json.dumps(record, sort_keys=True, default=str) + "\n").encode())
-        os.fsync(fd)
-        return True
-    finally:
-        os.close(fd)
+                os.lseek(fd, size, os.SEEK_SET)
+                _write_all(fd, line)
+                os.fsync(fd)
+            except OSError as e:
+                try:  # roll back a partial line so the file ends on a complete record
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                raise write_error(path, e, "paths.results") from e
+            return True
+        finally:
+            os.close(fd)
+
+
+# Fields that say who computed a point, when, where and how fast: they differ between two runs that compute
+# the same point (and, in a concurrent sweep, a reference point shared by two jobs is written by whichever
+# finishes first, so its run_id names that job). Everything else in a record is its content.
+WRITER_FIELDS = ("time", "code_version", "model_code_version", "device", "torch", "run_id",
+                 "audit_wall_s", "audit_device_s")
+
+
+def content(record: dict) -> dict:
+    """A record without its writer fields and timings: equal for equal computations (same config, seed,
+    device and CPU threads)."""
+    out = {k: v for k, v in record.items() if k not in WRITER_FIELDS}
+    for part in ("budget", "eval"):
+        if isinstance(out.get(part), dict):
+            out[part] = {k: v for k, v in out[part].items() if k not in ("wall_s", "device_s")}
+    return out

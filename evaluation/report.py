@@ -23,6 +23,7 @@ from evaluation.plots import plot_ra_curve
 from evaluation.records import read_records
 from evaluation.tables import ra_table
 from unlearn.errors import UserError
+from unlearn.io import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -273,9 +274,7 @@ def build_report(records_path: Path, report_path: Path) -> str:
     text = replace_section(text, "relearn", attack_section(records, fig_dir))
     for study in sorted({r["study"] for r in records if r.get("study")}):
         text = replace_section(text, f"study {study}", study_section(records, study, fig_dir))
-    tmp = report_path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(report_path)
+    write_text(report_path, text, "--report")
     return text
 
 

@@ -4,7 +4,8 @@ An artifact (judge, base model, oracle, unlearned model) lives in `<root>/<kind>
 a hash of everything that produced it (the config subset, the data fingerprint, the parents' keys).
 A changed hyperparameter gives a new key, so a stale artifact is never reused. Builds run in a
 temporary folder under a file lock and are renamed into place only when complete, so concurrent jobs
-build an artifact once and a crash never leaves a half-written one.
+build an artifact once and a crash never leaves a half-written one (the next build of that key removes
+a dead builder's temporary folder). The `<key>.lock` files stay: they are empty and harmless.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from unlearn.errors import UserError
+from unlearn.io import fsync_dir, write_error
 from unlearn.model import code_version
 
 log = logging.getLogger(__name__)
@@ -48,21 +50,42 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
             return final
         if final.exists():  # an incomplete folder (provenance missing): rebuild it
             shutil.rmtree(final)
+        for stale in final.parent.glob(f".{key}.tmp-*"):  # left by a killed builder (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = final.parent / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         log.info("building %s %s", kind, key)
         t0 = time.perf_counter()
         try:
+            tmp.mkdir()
             info = build(tmp)
             provenance = {"kind": kind, "key": key, "spec": spec, "code_version": code_version(),
                           "build_wall_s": round(time.perf_counter() - t0, 3), **info}
             (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str))
             os.replace(tmp, final)
+            fsync_dir(final.parent)
+        except OSError as e:
+            raise write_error(final, e, "paths.artifacts") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
 def provenance(folder: Path) -> dict:
-    return json.loads((Path(folder) / PROVENANCE).read_text())
+    """What built an artifact. A folder from outside the cache (unlearned.checkpoint) has no provenance:
+    its key is a hash of its files' content, so a changed checkpoint never reuses another's records."""
+    folder = Path(folder)
+    if (folder / PROVENANCE).is_file():
+        return json.loads((folder / PROVENANCE).read_text())
+    return {"kind": "external", "key": "ext-" + _content_hash(folder), "external": str(folder.resolve()),
+            "code_version": None}
+
+
+def _content_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix in (".json", ".safetensors"):
+            h.update(p.name.encode())
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]

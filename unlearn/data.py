@@ -8,13 +8,16 @@ once, with a fixed seed that belongs to the dataset (not to the run), into
     attacker_pool(c)      half of class c's training images: the only real c-images an attacker gets
     heldout(c)            the other half: never handed to an attacker; reference images for evaluation
 
-Readers: `digits` (scikit-learn's load_digits, embedded, 8x8) and `mnist` (IDX files, .gz or raw).
+Readers: `digits` (scikit-learn's load_digits, embedded, 8x8), `mnist` (IDX files, .gz or raw) and
+`cifar10` (the python-pickle batches, read by an unpickler that admits numpy arrays and nothing else).
+MNIST and CIFAR-10 images are pooled from the files found and split here like every dataset.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import pickle
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -140,18 +143,81 @@ def load_mnist_dataset(root: str | None, test_fraction: float = 0.2, split_seed:
     return _split("mnist", images[:, None] / 127.5 - 1.0, labels, test_fraction, split_seed)
 
 
+CIFAR_LAYOUT = ("expected <root>/cifar-10-batches-py/{data_batch_1..5,test_batch} (or those files in root "
+                "itself): the python version from https://www.cs.toronto.edu/~kriz/cifar.html, unpacked")
+CIFAR_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles; a pickle can name any callable. Admit only what numpy arrays need."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never does (refused)")
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch -> (uint8 images [N, 3, 32, 32], int64 labels [N])."""
+    try:
+        with open(path, "rb") as f:
+            d = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+        data = np.asarray(d["data"])
+        labels = np.asarray(d["labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+            UnicodeDecodeError, OverflowError, MemoryError) as e:
+        raise UserError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}: {str(e)[:100]}); "
+                        f"{CIFAR_LAYOUT}") from e
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise UserError(f"{path}: CIFAR batch holds data {data.dtype}{list(data.shape)} and {len(labels)} labels "
+                        f"(want uint8 [N, 3072] and N labels); re-copy the file; {CIFAR_LAYOUT}")
+    if len(labels) and not (0 <= labels.min() and labels.max() < 10):
+        raise UserError(f"{path}: CIFAR-10 labels must be in 0..9, found {labels.min()}..{labels.max()}; re-copy the file")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10_dataset(root: str | None, test_fraction: float = 0.2, split_seed: int = 0,
+                         max_images: int | None = None) -> Dataset:
+    """CIFAR-10 from local python batches: every batch found (train and test) pooled, then split here."""
+    if not root:
+        raise UserError(f"data=cifar10 needs data.root=<folder>; {CIFAR_LAYOUT}")
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise UserError(f"data.root={root} is not a folder; {CIFAR_LAYOUT}")
+    folder = root_path / "cifar-10-batches-py" if (root_path / "cifar-10-batches-py").is_dir() else root_path
+    files = [folder / n for n in CIFAR_FILES if (folder / n).is_file()]
+    if not files:
+        raise UserError(f"no CIFAR-10 batch under data.root={root}; {CIFAR_LAYOUT}")
+    parts = [read_cifar_batch(f) for f in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    if max_images:
+        images, labels = images[:max_images], labels[:max_images]
+    return _split("cifar10", images / 127.5 - 1.0, labels, test_fraction, split_seed)
+
+
 def load_dataset(name: str, root: str | None = None, test_fraction: float = 0.2, split_seed: int = 0,
                  max_images: int | None = None) -> Dataset:
     if name == "digits":
         return load_digits_dataset(test_fraction, split_seed)
     if name == "mnist":
         return load_mnist_dataset(root, test_fraction, split_seed, max_images)
-    raise UserError(f"unknown dataset {name!r}; valid: digits, mnist")
+    if name == "cifar10":
+        return load_cifar10_dataset(root, test_fraction, split_seed, max_images)
+    raise UserError(f"unknown dataset {name!r}; valid: digits, mnist, cifar10")
 
 
 def check_class(ds: Dataset, forget_class: int) -> None:
     if not 0 <= forget_class < ds.num_classes:
         raise UserError(f"data.forget_class={forget_class} is out of range for {ds.name} "
                         f"(classes 0..{ds.num_classes - 1})")
-    if len(ds.pool_index.get(forget_class, [])) == 0:
+    n_train = int((ds.y_train == forget_class).sum())
+    if n_train == 0:
         raise UserError(f"class {forget_class} has no training images in {ds.name}; pick another data.forget_class")
+    if len(ds.pool_index[forget_class]) == 0:
+        raise UserError(f"the attacker pool of class {forget_class} is empty ({ds.name} holds {n_train} training "
+                        "image(s) of it; the pool is half of them): use more data or another data.forget_class")

@@ -65,19 +65,75 @@ def save_unet(model, folder: Path) -> None:
     model.save_pretrained(str(folder), safe_serialization=True)
 
 
-def load_unet(folder: Path, device="cpu"):
-    """Load a save_pretrained folder (safetensors only; never pickles, never the Hub)."""
-    from diffusers import UNet2DModel
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+SAFE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "diffusion_pytorch_model.safetensors").is_file():
-        raise UserError(f"{folder} is not a UNet checkpoint folder (need config.json and "
-                        "diffusion_pytorch_model.safetensors); delete it and rerun to rebuild")
+
+def check_checkpoint_folder(folder: Path, what: str = "checkpoint") -> Path:
+    """A save_pretrained folder with config.json + safetensors weights; a pickle checkpoint is refused
+    (unpickling can execute code). Checked before anything is loaded, so a missing path is never taken
+    for a Hub id."""
+    folder = Path(folder).expanduser()
+    if folder.is_file() or (not folder.exists() and folder.suffix in PICKLE_SUFFIXES):
+        if folder.suffix in PICKLE_SUFFIXES:
+            raise UserError(f"{what} {folder} is a pickle file, which can execute code, and is refused; convert it "
+                            f"once to a folder with model.save_pretrained(folder, safe_serialization=True)")
+        raise UserError(f"{what} {folder} is a file; give a save_pretrained folder (config.json + {SAFE_WEIGHTS})")
+    if not folder.is_dir():
+        raise UserError(f"{what} {folder} does not exist; give a save_pretrained folder (config.json + {SAFE_WEIGHTS})")
+    if not (folder / SAFE_WEIGHTS).is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise UserError(f"{what} {folder} holds only pickle weights ({pickles[0]}), which can execute code, and "
+                            "is refused; convert it once with model.save_pretrained(folder, safe_serialization=True)")
+        raise UserError(f"{folder} is not a UNet checkpoint folder (need config.json and {SAFE_WEIGHTS}); "
+                        "give a save_pretrained folder, or delete a cached one and rerun to rebuild it")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{what} {folder} has no config.json; save it with model.save_pretrained(folder)")
+    return folder
+
+
+def load_unet(folder: Path, device="cpu", expect: tuple[tuple[int, int, int], int] | None = None):
+    """Load a save_pretrained folder: config.json + safetensors only (never a pickle, never the Hub).
+
+    Built from the config, then the weights are checked name by name and shape by shape before they are
+    copied in, so a truncated, corrupt or mismatched file is one clear error. `expect` =
+    (image shape, number of classes): a checkpoint made for other data is refused."""
+    import json
+
+    from diffusers import UNet2DModel
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = check_checkpoint_folder(folder)
+    fix = "delete it and rerun to rebuild it (cached artifact) or re-export it (your own checkpoint)"
     try:
-        model = UNet2DModel.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
-                                            low_cpu_mem_usage=False)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"checkpoint {folder} is corrupt ({type(e).__name__}); delete it and rerun to rebuild") from e
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+            raise ValueError(f"config.json describes a {config['_class_name']}, not a UNet2DModel")
+        model = UNet2DModel.from_config(config)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"checkpoint {folder} has a bad config.json ({str(e).splitlines()[0][:160]}); {fix}") from e
+    if expect is not None:
+        (c, h, w), k = expect
+        got = (model.config.in_channels, model.config.sample_size, model.config.num_class_embeds)
+        if got != (c, h, k + 1):
+            raise UserError(f"checkpoint {folder} is for {got[1]}x{got[1]}x{got[0]} images with {got[2]} class rows, "
+                            f"but the data is {h}x{w}x{c} with {k} classes + null; pick the data= it was trained on")
+    try:
+        state = load_file(str(folder / SAFE_WEIGHTS))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"checkpoint {folder / SAFE_WEIGHTS} is truncated or corrupt "
+                        f"({str(e).splitlines()[0][:120]}); {fix}") from e
+    want = model.state_dict()
+    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    wrong = [n for n in want if n in state and state[n].shape != want[n].shape]
+    if missing or extra or wrong:
+        what = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)} in the weights but {tuple(want[wrong[0]].shape)} "
+                "in config.json" if wrong else f"{len(missing)} missing, {len(extra)} unexpected tensors "
+                f"(e.g. {(missing or extra)[0]})")
+        raise UserError(f"checkpoint {folder}: weights do not match its config.json ({what}); {fix}")
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 
 

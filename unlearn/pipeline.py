@@ -20,7 +20,7 @@ from unlearn.diffusion import Schedule
 from unlearn.errors import UserError
 from unlearn.methods import METHODS, REFERENCES
 from unlearn.methods_common import UnlearnData
-from unlearn.model import Arch, Timer, load_unet, resolve_device, save_unet
+from unlearn.model import Arch, Timer, check_checkpoint_folder, load_unet, resolve_device, save_unet
 from unlearn.pretrain import TrainRecipe, train_ddpm
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,16 @@ def check_method_args(name: str, args: dict) -> None:
     unknown = sorted(set(args) - valid)
     if unknown:
         raise UserError(f"method {name!r} has no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+
+
+def check_finite(model: torch.nn.Module, stats, what: str, knob: str) -> None:
+    """A diverged run (NaN or inf in the weights or the final loss) stops before anything is saved."""
+    losses = [v for v in (getattr(stats, "final_forget_loss", None), getattr(stats, "final_retain_loss", None))
+              if v is not None]
+    bad_loss = any(not torch.isfinite(torch.tensor(float(v))) for v in losses)
+    if bad_loss or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise UserError(f"{what} diverged (NaN or inf in the {'loss' if bad_loss else 'weights'}); lower {knob} "
+                        "and rerun (nothing was saved)")
 
 
 def full_args(name: str, args: dict) -> dict:
@@ -62,6 +72,7 @@ class Context:
     pretrain_seed: int
     device: torch.device
     artifacts_root: Path
+    checkpoint: Path | None = None  # unlearned.checkpoint: attack this save_pretrained folder instead of building one
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> "Context":
@@ -70,6 +81,12 @@ class Context:
         args = OmegaConf.to_container(method.args, resolve=True) if "args" in method else {}
         check_method_args(method["name"], args)
         m = cfg.model
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
+        ckpt = cfg.unlearned.get("checkpoint") if "unlearned" in cfg else None
+        if ckpt and method["name"] in REFERENCES:
+            raise UserError(f"unlearned.checkpoint is for an unlearned model, not the reference {method['name']!r} "
+                            "(references are built from data); use unlearned=<method> unlearned.checkpoint=<folder>")
         return cls(
             data_spec={"name": d.name, "root": d.get("root"), "test_fraction": d.test_fraction,
                        "split_seed": d.split_seed, "max_images": d.get("max_images")},
@@ -79,6 +96,7 @@ class Context:
             method_name=method["name"], method_label=method.get("label", method["name"]), method_args=args, seed=int(cfg.seed),
             pretrain_seed=int(cfg.pretrain_seed), device=resolve_device(cfg.device),
             artifacts_root=Path(cfg.paths.artifacts),
+            checkpoint=check_checkpoint_folder(ckpt, "unlearned.checkpoint") if ckpt else None,
         )
 
     @cached_property
@@ -101,6 +119,7 @@ class Context:
 
         def build(folder: Path) -> dict:
             model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class)
+            check_finite(model, None, "pretraining", "model.train.lr")
             save_unet(model, folder)
             return {"train": stats, "device": str(self.device)}
 
@@ -114,6 +133,8 @@ class Context:
 
     def unlearned(self, name: str | None = None, args: dict | None = None) -> Path:
         """The checkpoint of `name` (default: the configured method) for self.forget_class."""
+        if self.checkpoint is not None and name in (None, self.method_name):
+            return self.checkpoint
         name = name or self.method_name
         args = self.method_args if args is None else args
         if name == "original":
@@ -125,7 +146,7 @@ class Context:
                 "forget_class": self.forget_class, "seed": self.seed}
 
         def build(folder: Path) -> dict:
-            model = load_unet(base, self.device)
+            model = self.load(base)
             ds, fc, dev = self.ds, self.forget_class, self.device
             data = UnlearnData(forget_x=ds.x_train[ds.y_train == fc].to(dev),
                                retain_x=ds.x_train[ds.y_train != fc].to(dev),
@@ -137,12 +158,17 @@ class Context:
             timer = Timer(dev)
             with timer:
                 stats = METHODS[name](model, data, generator=torch.Generator().manual_seed(self.seed), **args)
+            check_finite(model, stats, f"method {self.method_label}", "method.args.lr")
             save_unet(model, folder)
             peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
             return {"unlearn": {**vars(stats), "wall_s": round(timer.wall_s, 2), "device_s": round(timer.device_s, 2),
                                 "peak_mem_gib": peak}, "device": str(dev)}
 
         return artifact(self.artifacts_root, "unlearned", spec, build)
+
+    def load(self, folder: Path):
+        """A checkpoint folder as a model on this context's device, checked against this data."""
+        return load_unet(folder, self.device, expect=(self.ds.image_shape, self.ds.num_classes))
 
     def model_folder(self, role: str) -> Path:
         """role: 'unlearned' (the configured method), or a reference: 'original' / 'oracle'."""

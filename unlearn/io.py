@@ -1,0 +1,70 @@
+"""Crash-safe file writes: a file is either its old self or its complete new self, never half-written.
+
+`atomic_write(path)` yields a temporary path next to `path`; on success the temporary file is fsynced and
+renamed over `path` (os.replace is atomic on POSIX), on any error it is removed. An OSError (full disk,
+read-only or missing folder, file-size limit) becomes a UserError that names the fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from unlearn.errors import UserError
+
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def write_error(path: Path | str, e: OSError, setting: str) -> UserError:
+    """A one-line UserError for a failed write of `path`; `setting` is the config key that moves it."""
+    why = e.strerror or type(e).__name__
+    if e.errno in FULL:
+        return UserError(f"cannot write {path}: {why} (disk or quota full); free space or set {setting} "
+                         "to another disk, then rerun the same command to resume")
+    return UserError(f"cannot write {path} ({why}); set {setting} to a writable folder")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path: Path | str, setting: str = "paths.results") -> Iterator[Path]:
+    """with atomic_write(p) as tmp: write tmp -> p is replaced by tmp only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise write_error(path, e, setting) from e
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def write_text(path: Path | str, text: str, setting: str = "paths.results") -> None:
+    with atomic_write(path, setting) as tmp:
+        tmp.write_text(text)
