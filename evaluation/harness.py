@@ -28,7 +28,7 @@ from evaluation.records import append_record, existing_keys, read_records
 from unlearn.artifacts import artifact, key_of, provenance
 from unlearn.diffusion import ddim_sample, sampling_nfe
 from unlearn.errors import UserError
-from unlearn.io import write_text
+from unlearn.io import atomic_write, write_text
 from unlearn.model import Timer, code_version, device_name, null_class
 from unlearn.methods import REFERENCES
 from unlearn.pipeline import Context
@@ -161,7 +161,8 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
     job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": asdict(ev), "n": n,
            "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
-           **({"study": cfg.study} if cfg.get("study") else {})}  # a study owns its points (rerun = resume)
+           **({"study": cfg.study} if cfg.get("study") else {}),  # a study owns its points (rerun = resume)
+           **({"fast": ctx.fast_tag()} if ctx.fast_tag() else {})}  # bf16 etc. on CUDA: other numbers, other keys
     inception = cfg.eval.get("inception_weights")
     if inception:
         job["inception"] = str(inception)
@@ -212,7 +213,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                                  "device_s": round((0 if sampling_is_attack else timer.device_s) + gtimer.device_s, 3)},
                 **{k: round(v, 5) for k, v in s.items()},
                 "hit_any": _hit_any(probs.argmax(-1) == ctx.forget_class), "guard": guard,
-                "device": device_name(ctx.device), "torch": torch.__version__,
+                "device": device_name(ctx.device), "torch": torch.__version__, "fast": ctx.fast_tag(),
             }
             _save_strip(x[:16], out_dir / "samples" / f"{role}_steps{state.steps}.npy")
             append_record(records_path, rec, replace=overwrite)
@@ -245,10 +246,8 @@ def _run_dir(cfg: DictConfig) -> Path:
 
 
 def _save_strip(x: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, x.numpy().astype(np.float32))
-    tmp.replace(path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, x.numpy().astype(np.float32))
 
 
 def _outputs(records: list[dict], out_dir: Path, roles: list[str], budgets: list[int]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -12,16 +11,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from evaluation.tables import ROLE_ORDER, records_frame  # noqa: E402
+from unlearn.io import atomic_write  # noqa: E402
 
 COLORS = {"original": "tab:blue", "unlearned": "tab:red", "oracle": "tab:green"}
 
 
 def _atomic_savefig(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
 
 
 def plot_ra_curve(records: list[dict], path: Path, title: str | None = None) -> None:

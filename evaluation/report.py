@@ -23,7 +23,7 @@ from evaluation.plots import plot_ra_curve
 from evaluation.records import read_records
 from evaluation.tables import ra_table
 from unlearn.errors import UserError
-from unlearn.io import write_text
+from unlearn.io import atomic_write, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -198,9 +198,8 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
                        + _md(_fmt(st).set_index("role")))
         led = ledger(atk)
         fig_dir.mkdir(parents=True, exist_ok=True)
-        tmp = fig_dir / f".{study}_ledger.csv.tmp"
-        led.to_csv(tmp)
-        tmp.replace(fig_dir / f"{study}_ledger.csv")
+        with atomic_write(fig_dir / f"{study}_ledger.csv", "--report") as tmp:
+            led.to_csv(tmp)
         fam = led.groupby("attack")[["attack_wall_s", "attack_device_s", "eval_wall_s", "eval_device_s", "points"]].sum().round(1)
         out.append(f"**Cost ledger** (seconds; attack cost and evaluation cost apart; one row per run in "
                    f"[report/{study}_ledger.csv](report/{study}_ledger.csv) with device and torch version):\n\n" + _md(fam))
@@ -246,7 +245,8 @@ def grids_section(results_root: Path, fig_dir: Path) -> str:
     fig_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     for g in grids:
-        shutil.copyfile(g, fig_dir / g.name)
+        with atomic_write(fig_dir / g.name, "--report") as tmp:
+            shutil.copyfile(g, tmp)
         lines.append(f"![{g.stem}](report/{g.name})")
     return ("One row per label; the forgotten class's row is marked. Reproduce: `python -m evaluation.grids "
             "--multirun unlearned=original,safemax,salun,sa,rl,ga`\n\n" + "\n".join(lines))

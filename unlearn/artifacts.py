@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -65,6 +66,11 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
             fsync_dir(final.parent)
         except OSError as e:
             raise write_error(final, e, "paths.artifacts") from e
+        except Exception as e:  # safetensors reports a failed write as its own error type, with the errno
+            m = re.search(r"I/O error: .*os error (\d+)", str(e))
+            if type(e).__name__ != "SafetensorError" or not m:
+                raise
+            raise write_error(final, OSError(int(m.group(1)), os.strerror(int(m.group(1)))), "paths.artifacts") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final

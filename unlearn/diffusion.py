@@ -52,8 +52,14 @@ def sample_t(schedule: Schedule, n: int, device, generator: torch.Generator | No
 
 
 def predict_eps(model, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """eps_theta(x_t, y, t) for a diffusers UNet2DModel with class embeddings."""
-    return model(x_t, t, class_labels=labels).sample
+    """eps_theta(x_t, y, t) for a diffusers UNet2DModel with class embeddings. A model marked with
+    `autocast_dtype` (unlearn/fast.py: bf16) runs its forward pass under autocast; the output is float32."""
+    dtype = getattr(model, "autocast_dtype", None)
+    if dtype is None:
+        return model(x_t, t, class_labels=labels).sample
+    with torch.autocast(x_t.device.type, dtype=dtype):
+        out = model(x_t, t, class_labels=labels).sample
+    return out.float()
 
 
 def eps_loss(model, schedule: Schedule, x0: torch.Tensor, labels: torch.Tensor,

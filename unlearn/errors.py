@@ -4,6 +4,7 @@
 - a UserError raised by our checks (exit 2);
 - a Hydra or OmegaConf composition error: an unknown option such as `unlearned=foo`, a misspelled key,
   a value of the wrong type (exit 2; Hydra's own multi-line message is folded into one line);
+- an OSError that reaches the top, e.g. a run folder that cannot be created (exit 2);
 - Ctrl-C / SIGINT (exit 130): records already written are kept and a rerun of the same command resumes.
 Anything else is a bug and keeps its traceback.
 """
@@ -100,6 +101,11 @@ def cli(main) -> None:
         sys.exit(2)
     except (HydraException, OmegaConfBaseException) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # e.g. Hydra creating its run folder under a path that is a file
+        where = e.filename or "a file"
+        print(f"error: cannot write {where} ({e.strerror or type(e).__name__}); set paths.results (and "
+              "paths.artifacts) to a writable folder", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted; the points already recorded are kept: rerun the same command to resume",

@@ -43,9 +43,13 @@ def fsync_dir(folder: Path) -> None:
 
 @contextmanager
 def atomic_write(path: Path | str, setting: str = "paths.results") -> Iterator[Path]:
-    """with atomic_write(p) as tmp: write tmp -> p is replaced by tmp only if the block succeeds."""
+    """with atomic_write(p) as tmp: write tmp -> p is replaced by tmp only if the block succeeds.
+    One writer per target at a time (records and REPORT.md writes hold their own locks; run folders are
+    per job)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # one fixed temporary name per target: a writer killed mid-write leaves it, and the next write of the
+    # same target (a rerun rewrites every output) overwrites it and renames it away: no litter survives
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp

@@ -62,7 +62,8 @@ class EMA:
 
 
 def save_unet(model, folder: Path) -> None:
-    model.save_pretrained(str(folder), safe_serialization=True)
+    model = getattr(model, "_orig_mod", model)  # under torch.compile: the module itself
+    model.to(memory_format=torch.contiguous_format).save_pretrained(str(folder), safe_serialization=True)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -18,6 +18,7 @@ from unlearn.artifacts import artifact, provenance
 from unlearn.data import Dataset, check_class, load_dataset
 from unlearn.diffusion import Schedule
 from unlearn.errors import UserError
+from unlearn.fast import Fast
 from unlearn.methods import METHODS, REFERENCES
 from unlearn.methods_common import UnlearnData
 from unlearn.model import Arch, Timer, check_checkpoint_folder, load_unet, resolve_device, save_unet
@@ -72,6 +73,7 @@ class Context:
     pretrain_seed: int
     device: torch.device
     artifacts_root: Path
+    fast: Fast = Fast()             # speed switches (unlearn/fast.py)
     checkpoint: Path | None = None  # unlearned.checkpoint: attack this save_pretrained folder instead of building one
 
     @classmethod
@@ -87,7 +89,7 @@ class Context:
         if ckpt and method["name"] in REFERENCES:
             raise UserError(f"unlearned.checkpoint is for an unlearned model, not the reference {method['name']!r} "
                             "(references are built from data); use unlearned=<method> unlearned.checkpoint=<folder>")
-        return cls(
+        ctx = cls(
             data_spec={"name": d.name, "root": d.get("root"), "test_fraction": d.test_fraction,
                        "split_seed": d.split_seed, "max_images": d.get("max_images")},
             forget_class=int(d.forget_class), arch_name=m.name,
@@ -97,7 +99,12 @@ class Context:
             pretrain_seed=int(cfg.pretrain_seed), device=resolve_device(cfg.device),
             artifacts_root=Path(cfg.paths.artifacts),
             checkpoint=check_checkpoint_folder(ckpt, "unlearned.checkpoint") if ckpt else None,
+            fast=Fast.from_cfg(cfg.get("fast")),
         )
+        ctx.fast.backend(ctx.device)
+        if ctx.checkpoint is not None:  # a bad checkpoint fails now, before anything is built
+            ctx.load(ctx.checkpoint)
+        return ctx
 
     @cached_property
     def ds(self) -> Dataset:
@@ -115,10 +122,12 @@ class Context:
 
     def _ddpm(self, exclude_class: int | None) -> Path:
         spec = {"data": self.data_key(), "arch": vars(self.arch), "recipe": vars(self.recipe),
-                "seed": self.pretrain_seed, "exclude_class": exclude_class}
+                "seed": self.pretrain_seed, "exclude_class": exclude_class,
+                **({"fast": self.fast_tag()} if self.fast_tag() else {})}
 
         def build(folder: Path) -> dict:
-            model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class)
+            model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class,
+                                      self.fast)
             check_finite(model, None, "pretraining", "model.train.lr")
             save_unet(model, folder)
             return {"train": stats, "device": str(self.device)}
@@ -143,10 +152,11 @@ class Context:
             return self.oracle()
         base = self.base()
         spec = {"base": provenance(base)["key"], "method": name, "args": full_args(name, args),
-                "forget_class": self.forget_class, "seed": self.seed}
+                "forget_class": self.forget_class, "seed": self.seed,
+                **({"fast": self.fast_tag()} if self.fast_tag() else {})}
 
         def build(folder: Path) -> dict:
-            model = self.load(base)
+            model = self.load(base, training=True)
             ds, fc, dev = self.ds, self.forget_class, self.device
             data = UnlearnData(forget_x=ds.x_train[ds.y_train == fc].to(dev),
                                retain_x=ds.x_train[ds.y_train != fc].to(dev),
@@ -166,9 +176,15 @@ class Context:
 
         return artifact(self.artifacts_root, "unlearned", spec, build)
 
-    def load(self, folder: Path):
-        """A checkpoint folder as a model on this context's device, checked against this data."""
-        return load_unet(folder, self.device, expect=(self.ds.image_shape, self.ds.num_classes))
+    def load(self, folder: Path, training: bool = False):
+        """A checkpoint folder as a model on this context's device, checked against this data, with the
+        fast-path switches applied."""
+        model = load_unet(folder, self.device, expect=(self.ds.image_shape, self.ds.num_classes))
+        return self.fast.model(model, self.device, training)
+
+    def fast_tag(self) -> dict:
+        """The fast-path switches that change numbers here ({} on CPU by default): part of keys."""
+        return self.fast.tag(self.device)
 
     def model_folder(self, role: str) -> Path:
         """role: 'unlearned' (the configured method), or a reference: 'original' / 'oracle'."""

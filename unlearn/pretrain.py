@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from unlearn.data import Dataset
 from unlearn.diffusion import Schedule, eps_loss
+from unlearn.fast import Fast
 from unlearn.model import EMA, Arch, Timer, build_unet
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class TrainRecipe:
 
 
 def train_ddpm(ds: Dataset, arch: Arch, recipe: TrainRecipe, seed: int, device: torch.device,
-               exclude_class: int | None = None):
+               exclude_class: int | None = None, fast: Fast | None = None):
     """Train from scratch; returns (EMA model, stats). exclude_class drops that class (the oracle)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -45,6 +46,8 @@ def train_ddpm(ds: Dataset, arch: Arch, recipe: TrainRecipe, seed: int, device: 
     x_all, y_all = ds.x_train[keep].to(device), ds.y_train[keep].to(device)
     null = ds.num_classes
     model = build_unet(arch, ds.image_shape, ds.num_classes).to(device).train()
+    if fast is not None:
+        model = fast.model(model, device, training=True)
     ema = EMA(model, recipe.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, recipe.warmup_steps)))

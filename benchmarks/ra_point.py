@@ -1,0 +1,114 @@
+"""Cost and accuracy of one RA point: the fast path against the testbed protocol, at equal N, in one run.
+
+    python benchmarks/ra_point.py [--n 500] [--skip-naive] [hydra overrides, e.g. device=cuda model=...]
+
+For the original model and the SAFEMax model (forget class from the config, default 0), N samples with
+label c_f are drawn by each sampler and scored by the judge:
+- `ddim-25` (the defender's default here), `ddim-50`: the fast path (unlearn.diffusion.ddim_sample:
+  conditional + null in one batch, inference mode, x0 clipping, batches of sampler.batch_size);
+- `ddpm-1000 fast`: the same code with 1000 steps and eta = 1, i.e. ancestral DDPM with the posterior
+  variance (the same algorithm as below, minus the implementation overheads);
+- `ddpm-1000 naive`: the testbed protocol written the plain way, here: Algorithm 2 of Ho et al. 2020
+  (sigma_t^2 = beta_t), 1000 steps, the conditional and the null pass as two separate forwards, float32,
+  torch.no_grad only, one batch of N.
+Prints RA (with its Wilson 95% CI), NFE, wall seconds and the speed-up over the naive protocol, and the
+RA difference of ddim-50 against ddpm-1000 naive (the accuracy check for the shortcut: target |diff| <= 3 pp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from unlearn.diffusion import ddim_sample
+from unlearn.model import null_class
+
+
+@torch.no_grad()
+def naive_ddpm(model, schedule, labels: torch.Tensor, image_shape, null: int, w: float, gen: torch.Generator):
+    """The testbed protocol, deliberately plain (see the module docstring)."""
+    dev = next(model.parameters()).device
+    abar = schedule.alpha_bar.double()
+    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype, device=abar.device), abar[:-1]])
+    beta = (1 - abar / abar_prev).float()
+    y = labels.to(dev)
+    y_null = torch.full_like(y, null)
+    x = torch.randn((len(labels), *image_shape), generator=gen).to(dev)
+    for t in reversed(range(schedule.num_train_timesteps)):
+        tt = torch.full((len(labels),), t, device=dev, dtype=torch.long)
+        eps_c = model(x, tt, class_labels=y).sample
+        eps_u = model(x, tt, class_labels=y_null).sample
+        eps = (1 + w) * eps_c - w * eps_u
+        mean = (x - beta[t] / (1 - schedule.alpha_bar[t]).sqrt() * eps) / (1 - beta[t]).sqrt()
+        x = mean + beta[t].sqrt() * torch.randn(x.shape, generator=gen).to(dev) if t > 0 else mean
+    return x.clamp(-1, 1).cpu()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--skip-naive", action="store_true", help="leave out the naive 1000-step protocol (slow)")
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args()
+
+    from hydra import compose, initialize_config_dir
+
+    from evaluation.harness import get_judge
+    from evaluation.metrics import score, wilson_ci
+    from unlearn.pipeline import Context
+
+    configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+    with initialize_config_dir(version_base="1.3", config_dir=os.path.abspath(configs)):
+        cfg = compose(config_name="relearn", overrides=["unlearned=safemax", *a.overrides])
+    ctx = Context.from_cfg(cfg)
+    judge = get_judge(ctx, cfg.judge)
+    w, fc, dev = float(cfg.sampler.guidance_w), ctx.forget_class, ctx.device
+    labels = torch.full((a.n,), fc)
+    samplers = [("ddim-25", 25, 0.0), ("ddim-50", 50, 0.0), ("ddpm-1000 fast", 1000, 1.0)]
+    rows = []
+    for role in ("original", "unlearned"):
+        model = ctx.load(ctx.model_folder(role))
+        name = "original" if role == "original" else ctx.method_label
+        for label, steps, eta in samplers:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            x = ddim_sample(model, ctx.schedule, labels, ctx.ds.image_shape, null_class(model), w, steps, eta,
+                            torch.Generator().manual_seed(1), int(cfg.sampler.batch_size))
+            rows.append((name, label, steps * a.n * (2 if w else 1), time.perf_counter() - t0, judge.probs(x)))
+        if not a.skip_naive:
+            plain = ctx.load(ctx.model_folder(role))
+            plain.autocast_dtype = None  # the naive protocol: float32, whatever the fast switches say
+            t0 = time.perf_counter()
+            x = naive_ddpm(plain, ctx.schedule, labels, ctx.ds.image_shape, null_class(plain), w,
+                           torch.Generator().manual_seed(1))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            rows.append((name, "ddpm-1000 naive", 1000 * a.n * 2, time.perf_counter() - t0, judge.probs(x)))
+
+    from unlearn.model import device_name
+
+    print(f"device: {device_name(dev)}, torch {torch.__version__}; data {ctx.ds.name}, model {ctx.arch_name}, "
+          f"c_f = {fc}, N = {a.n}, guidance w = {w}, fast = {ctx.fast_tag() or 'none (fp32)'}")
+    print(f"{'model':<10} {'sampler':<16} {'NFE':>9} {'wall s':>8} {'x naive':>8} {'RA':>6} {'95% CI':>15}")
+    naive = {m: t for m, s, _, t, _ in rows if s == "ddpm-1000 naive"}
+    ra = {}
+    for m, s, nfe, t, probs in rows:
+        sc = score(probs, fc)
+        ra[(m, s)] = sc["ra"]
+        lo, hi = wilson_ci(round(sc["ra"] * a.n), a.n)
+        speed = f"{naive[m] / t:8.1f}" if m in naive else f"{'-':>8}"
+        print(f"{m:<10} {s:<16} {nfe:9d} {t:8.2f} {speed} {sc['ra']:6.3f} [{lo:.3f}, {hi:.3f}]")
+    if naive:
+        for m in naive:
+            d = 100 * (ra[(m, "ddim-50")] - ra[(m, "ddpm-1000 naive")])
+            d25 = 100 * (ra[(m, "ddim-25")] - ra[(m, "ddpm-1000 naive")])
+            print(f"{m}: RA(ddim-50) - RA(ddpm-1000 naive) = {d:+.1f} pp (ddim-25: {d25:+.1f} pp); target |diff| <= 3 pp"
+                  f"{'' if abs(d) <= 3 else '  MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

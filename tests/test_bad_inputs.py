@@ -1,0 +1,357 @@
+"""The bad-input catalogue (README, "Bad input"): every entry run through the real command line.
+
+Each case must give: a non-zero exit, exactly one line on stderr that names the fix, and nothing half-done
+left behind (no torn record line, no temporary file or folder, no artifact without its provenance).
+A meta-test checks that every row of the README's catalogue has a case here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.records import read_records
+from tests.conftest import TINY, TINY_ATTACK, TINY_METHOD
+from unlearn.model import Arch, build_unet
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_ALL = [*TINY, *TINY_METHOD, *TINY_ATTACK, "eval.n_retained_per_class=2"]
+TINY_ARCH = Arch(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, add_attention=False)
+
+
+# ---------------------------------------------------------------- fixtures: files in the real formats, bad
+
+
+def _idx(path: Path, arr: np.ndarray, magic: int) -> None:
+    head = struct.pack(">II", magic, len(arr)) + (struct.pack(">II", *arr.shape[1:]) if magic == 2051 else b"")
+    path.write_bytes(head + arr.astype(np.uint8).tobytes())
+
+
+def _mnist(folder: Path, labels: list[int]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    _idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 255, (len(labels), 28, 28)), 2051)
+    _idx(folder / "t10k-labels-idx1-ubyte", np.array(labels), 2049)
+    return folder
+
+
+def _checkpoint(folder: Path, image: int = 8, arch: Arch = TINY_ARCH) -> Path:
+    build_unet(arch, (1, image, image), 10).save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def setup_class_absent(d: Path) -> list[str]:
+    labels = [c for c in range(10) if c != 5 for _ in range(6)] + [9]  # no 5 at all
+    return ["data=mnist", f"data.root={_mnist(d / 'mnist', labels)}", "data.forget_class=5"]
+
+
+def setup_empty_pool(d: Path) -> list[str]:
+    labels = [c for c in range(10) if c != 5 for _ in range(6)] + [5]  # one 5: it goes to the held-out half
+    return ["data=mnist", f"data.root={_mnist(d / 'mnist', labels)}", "data.forget_class=5"]
+
+
+def setup_mnist_missing_file(d: Path) -> list[str]:
+    (d / "empty").mkdir()
+    return ["data=mnist", f"data.root={d / 'empty'}"]
+
+
+def setup_malformed_idx(d: Path) -> list[str]:
+    root = _mnist(d / "mnist", list(range(10)) * 6)
+    (root / "t10k-images-idx3-ubyte").write_bytes(b"GARBAGE! this is not an IDX file")
+    return ["data=mnist", f"data.root={root}"]
+
+
+def setup_truncated_idx(d: Path) -> list[str]:
+    root = _mnist(d / "mnist", list(range(10)) * 6)
+    f = root / "t10k-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:5000])
+    return ["data=mnist", f"data.root={root}"]
+
+
+def _cifar(d: Path, payload) -> list[str]:
+    root = d / "cifar" / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    (root / "data_batch_1").write_bytes(payload if isinstance(payload, bytes) else pickle.dumps(payload, protocol=2))
+    return ["data=cifar10", f"data.root={d / 'cifar'}"]
+
+
+def setup_malformed_cifar(d: Path) -> list[str]:
+    return _cifar(d, b"\x80\x02}q\x00(X\x04\x00\x00\x00datagarbage")
+
+
+def setup_cifar_wrong_shape(d: Path) -> list[str]:
+    return _cifar(d, {b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]})
+
+
+def setup_cifar_code_pickle(d: Path) -> list[str]:
+    return _cifar(d, {b"data": _Evil(), b"labels": [0]})
+
+
+def setup_missing_checkpoint(d: Path) -> list[str]:
+    return [f"unlearned.checkpoint={d / 'nope'}"]
+
+
+def setup_pickle_folder(d: Path) -> list[str]:
+    (d / "ckpt").mkdir()
+    (d / "ckpt" / "config.json").write_text("{}")
+    torch.save({"w": torch.zeros(2)}, d / "ckpt" / "diffusion_pytorch_model.bin")
+    return [f"unlearned.checkpoint={d / 'ckpt'}"]
+
+
+def setup_pickle_file(d: Path) -> list[str]:
+    torch.save({"w": torch.zeros(2)}, d / "model.pt")
+    return [f"unlearned.checkpoint={d / 'model.pt'}"]
+
+
+def setup_corrupt_checkpoint(d: Path) -> list[str]:
+    ck = _checkpoint(d / "ckpt")
+    (ck / "diffusion_pytorch_model.safetensors").write_bytes(os.urandom(4096))
+    return [f"unlearned.checkpoint={ck}"]
+
+
+def setup_truncated_checkpoint(d: Path) -> list[str]:
+    ck = _checkpoint(d / "ckpt")
+    f = ck / "diffusion_pytorch_model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return [f"unlearned.checkpoint={ck}"]
+
+
+def setup_shape_mismatch(d: Path) -> list[str]:
+    ck = _checkpoint(d / "ckpt")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["block_out_channels"] = [16, 16]
+    (ck / "config.json").write_text(json.dumps(cfg))
+    return [f"unlearned.checkpoint={ck}"]
+
+
+def setup_other_dataset(d: Path) -> list[str]:
+    return [f"unlearned.checkpoint={_checkpoint(d / 'ckpt', image=28)}"]
+
+
+def setup_checkpoint_for_reference(d: Path) -> list[str]:
+    return ["unlearned=original", f"unlearned.checkpoint={_checkpoint(d / 'ckpt')}"]
+
+
+def setup_unwritable_results(d: Path) -> list[str]:
+    (d / "afile").write_text("")
+    return [f"paths.results={d / 'afile' / 'results'}"]
+
+
+def setup_unwritable_artifacts(d: Path) -> list[str]:
+    (d / "afile").write_text("")
+    return [f"paths.artifacts={d / 'afile' / 'artifacts'}"]
+
+
+def setup_malformed_records(d: Path) -> list[str]:
+    (d / "records.jsonl").write_text('{"key": "a"}\nnot json\n')
+    return ["--records", str(d / "records.jsonl"), "--report", str(d / "REPORT.md")]
+
+
+@dataclass
+class Case:
+    args: list[str]
+    expect: str                                   # regex the one stderr line must match
+    entry: str = "attacks.relearn"
+    setup: Callable[[Path], list[str]] | None = None
+    builds: bool = False                          # needs the tiny models built (shared artifacts folder)
+    skip_if: bool = False
+    extra: list[str] = field(default_factory=list)
+
+
+CASES: dict[str, Case] = {
+    "unknown-method": Case(["unlearned=foo"], r"Could not find 'unlearned/foo'.*Available options.*safemax"),
+    "unknown-hyperparameter": Case(["method=safemax", "+method.args.lamda=2"], r"no hyperparameter lamda; valid: .*lam",
+                                   entry="unlearn.run"),
+    "unknown-attack": Case(["attack=foo"], r"Could not find 'attack/foo'.*relearn_lora"),
+    "unknown-dataset": Case(["data=cifar100"], r"Could not find 'data/cifar100'.*cifar10"),
+    "unknown-key": Case(["attack.kk=3"], r"Could not override 'attack.kk'"),
+    "not-a-number": Case(["eval.n=abc"], r"eval.n='abc' is not a number"),
+    "class-out-of-range": Case(["data.forget_class=12"], r"data.forget_class=12 is out of range for digits \(classes 0..9\)"),
+    "class-absent": Case([], r"class 5 has no training images in mnist; pick another", setup=setup_class_absent),
+    "empty-attacker-pool": Case([], r"attacker pool of class 5 is empty", setup=setup_empty_pool),
+    "k-larger-than-pool": Case(["attack.k=1000"], r"attack.k=1000 but the attacker pool of class 0 holds \d+ images"),
+    "negative-budget": Case(["attack.budgets=[-1,10]"], r"strictly increasing list of steps >= 0"),
+    "unsorted-budgets": Case(["attack.budgets=[10,0]"], r"strictly increasing list of steps >= 0"),
+    "scalar-budgets": Case(["attack.budgets=5"], r"attack.budgets=5 must be a list, e.g."),
+    "zero-samples": Case(["eval.n=0"], r"eval.n=0: need at least one sample"),
+    "wrong-data-root": Case(["data=mnist", "data.root=/nonexistent/mnist"], r"data.root=/nonexistent/mnist is not a folder"),
+    "mnist-file-missing": Case([], r"no MNIST images-idx3-ubyte file under data.root", setup=setup_mnist_missing_file),
+    "malformed-idx": Case([], r"bad IDX magic number", setup=setup_malformed_idx),
+    "truncated-idx": Case([], r"truncated or corrupt\); re-copy the file", setup=setup_truncated_idx),
+    "malformed-cifar": Case([], r"is not a CIFAR-10 python batch", setup=setup_malformed_cifar),
+    "cifar-wrong-shape": Case([], r"want uint8 \[N, 3072\]", setup=setup_cifar_wrong_shape),
+    "cifar-code-in-pickle": Case([], r"names posix.system, which a CIFAR batch never does \(refused\)",
+                                 setup=setup_cifar_code_pickle),
+    "missing-checkpoint": Case([], r"unlearned.checkpoint .*nope does not exist; give a save_pretrained folder",
+                               setup=setup_missing_checkpoint),
+    "pickle-checkpoint-folder": Case([], r"holds only pickle weights .*refused", setup=setup_pickle_folder),
+    "pickle-checkpoint-file": Case([], r"model.pt is a pickle file, which can execute code, and is refused",
+                                   setup=setup_pickle_file),
+    "corrupt-checkpoint": Case([], r"safetensors is truncated or corrupt", setup=setup_corrupt_checkpoint),
+    "truncated-checkpoint": Case([], r"safetensors is truncated or corrupt", setup=setup_truncated_checkpoint),
+    "shape-mismatched-checkpoint": Case([], r"weights do not match its config.json \(.* is \(\d+", setup=setup_shape_mismatch),
+    "checkpoint-other-dataset": Case([], r"is for 28x28x1 images .* data is 8x8x1 .*pick the data= it was trained on",
+                                     setup=setup_other_dataset),
+    "checkpoint-for-reference": Case([], r"not the reference 'original'", setup=setup_checkpoint_for_reference),
+    "bad-reference": Case(["references=[salun]"], r"references may only name original, oracle"),
+    "no-cuda": Case(["device=cuda"], r"CUDA is not available; use device=auto or device=cpu",
+                    skip_if=torch.cuda.is_available()),
+    "unlearning-diverges": Case(["method=ga", "method.args.lr=1e30", *TINY, *TINY_METHOD],
+                                r"method ga diverged .*lower method.args.lr and rerun \(nothing was saved\)",
+                                entry="unlearn.run", builds=True),
+    "attack-diverges": Case([*TINY_ALL, "attack.lr=1e30"], r"the loss became NaN or inf before step 2; lower attack.lr",
+                            builds=True),
+    "unwritable-results": Case([], r"cannot write .*afile.*set paths.results", setup=setup_unwritable_results),
+    "unwritable-artifacts": Case([*TINY_ALL], r"set paths.artifacts to a writable folder", setup=setup_unwritable_artifacts),
+    "malformed-records": Case([], r"records.jsonl:2 is not a record line .*fix or delete that line",
+                              entry="evaluation.report", setup=setup_malformed_records),
+}
+# Entries tested by their own functions below (signals, a full disk) or in tests/test_sweeps.py (SIGKILL).
+OTHER_TESTS = {"disk-full-record": "test_disk_full_during_record_write",
+               "disk-full-artifact": "test_disk_full_during_artifact_write",
+               "sigint": "test_sigint_mid_run", "sigkill": "tests/test_sweeps.py::test_sigkill_then_rerun_loses_and_duplicates_nothing"}
+
+
+def _env(root: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "UNLEARN_ARTIFACTS": str(root / "artifacts"),
+            "UNLEARN_RESULTS": str(root / "results")}
+
+
+def _run(entry: str, args: list[str], cwd: Path, env_root: Path, preexec=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", entry, *args], cwd=cwd, env=_env(env_root), capture_output=True,
+                          text=True, timeout=600, preexec_fn=preexec)
+
+
+def _assert_clean(root: Path) -> None:
+    """No half-done output: temporary files/folders, artifact folders without provenance, torn record lines."""
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name], list(root.rglob("*.tmp*"))
+    for kind in (root / "artifacts").glob("*"):
+        for art in kind.iterdir():
+            if art.is_dir():
+                assert (art / "provenance.json").is_file(), f"half-written artifact {art}"
+    for rec in root.rglob("records.jsonl"):
+        text = rec.read_text()
+        assert not text or text.endswith("\n"), f"torn last line in {rec}"
+
+
+def _one_error_line(res: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Path:
+    """Artifacts shared by the cases that build tiny models."""
+    return tmp_path_factory.mktemp("bad_inputs_shared")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_gets_one_line_and_nonzero_exit(name, tmp_path, shared):
+    case = CASES[name]
+    if case.skip_if:
+        pytest.skip("CUDA is available here")
+    args = [*case.args, *(case.setup(tmp_path) if case.setup else [])]
+    env_root = shared if case.builds else tmp_path
+    res = _run(case.entry, args, tmp_path, env_root)
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
+    line = _one_error_line(res)
+    assert re.search(case.expect, line), line
+    assert not (tmp_path / "pwned.txt").exists()  # nothing in a data file was executed
+    _assert_clean(tmp_path)
+    _assert_clean(env_root)
+
+
+def test_every_catalogue_row_has_a_test():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("<!-- catalogue -->"):readme.index("<!-- /catalogue -->")]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", block, re.M)
+    assert len(rows) >= 20
+    assert set(rows) == set(CASES) | set(OTHER_TESTS), set(rows) ^ (set(CASES) | set(OTHER_TESTS))
+
+
+# ---------------------------------------------------------------- signals and a full disk
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A root with the tiny models built and the main job's points recorded once."""
+    root = tmp_path_factory.mktemp("bad_inputs_built")
+    res = _run("attacks.relearn", TINY_ALL, root, root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root
+
+
+def _limit_file_size(n_bytes: int):
+    def set_limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))  # writes past n bytes fail (EFBIG)
+
+    return set_limit
+
+
+def test_disk_full_during_record_write(built, tmp_path):
+    records = built / "results" / "records.jsonl"
+    before = records.read_bytes()
+    assert len(before) > 5000  # larger than every file the job writes before its first record
+    # a new point (another attack lr), written when the records file may grow by only 100 bytes
+    res = _run("attacks.relearn", [*TINY_ALL, "attack.lr=2e-4"], tmp_path, built,
+               preexec=_limit_file_size(len(before) + 100))
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert re.search(r"cannot write .*records.jsonl: File too large \(disk or quota full\); free space", _one_error_line(res))
+    assert records.read_bytes() == before  # the partial line was rolled back
+    _assert_clean(built)
+    res = _run("attacks.relearn", [*TINY_ALL, "attack.lr=2e-4"], tmp_path, built)  # space again: it resumes
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert records.read_bytes().startswith(before) and len(read_records(records)) == before.count(b"\n") + 6
+
+
+def test_disk_full_during_artifact_write(tmp_path):
+    # 20 kB is less than the judge's weights: its artifact cannot be written
+    res = _run("attacks.relearn", TINY_ALL, tmp_path, tmp_path, preexec=_limit_file_size(20_000))
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert re.search(r"cannot write .*artifacts/judge/\w+: File too large \(disk or quota full\); free space or set "
+                     r"paths.artifacts", _one_error_line(res))
+    assert not [p for p in (tmp_path / "artifacts" / "judge").iterdir() if p.is_dir()]  # no artifact, no temp folder
+    _assert_clean(tmp_path)
+
+
+def test_sigint_mid_run(built, tmp_path):
+    records = built / "results" / "records.jsonl"
+    n0 = len(read_records(records))
+    proc = subprocess.Popen([sys.executable, "-m", "attacks.relearn", *TINY_ALL, "attack.budgets=[0,2,3000]",
+                             "attack.lr=3e-4"], cwd=tmp_path, env=_env(built), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while len(read_records(records)) < n0 + 2 and time.monotonic() - t0 < 120:  # inside the 3000-step attack
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines == ["error: interrupted; the points already recorded are kept: rerun the same command to resume"]
+    assert len(read_records(records)) == n0 + 2  # budgets 0 and 2 of the unlearned model kept
+    _assert_clean(built)
