@@ -53,3 +53,25 @@ def test_misspelled_hyperparameter_fails_at_start_up():
         check_method_args(cfg.method.name, dict(cfg.method.args))
     with pytest.raises(UserError, match="unknown method 'salunn'"):
         check_method_args("salunn", {})
+
+
+def test_every_experiment_starts_with_the_command_that_runs_it():
+    files = sorted((CONFIGS / "experiment").glob("*.yaml"))
+    assert len(files) >= 2
+    for f in files:
+        lines = f.read_text().splitlines()
+        assert lines[0] == "# @package _global_", f.name  # Hydra reads its header only from the first lines
+        assert lines[1].startswith("#   ") and "python -m " in lines[1] and f"+experiment={f.stem}" in lines[1], f.name
+
+
+def test_slurm_preset_switches_the_launcher_with_its_knobs():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the [cluster] extra")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+        cfg = compose(config_name="relearn", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    for key in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism"):
+        assert launcher[key] is not None, key

@@ -109,3 +109,35 @@ def test_pretrain_and_unlearn_clis_build_cached_artifacts(tiny_root, tmp_path):
     assert out["unlearn"]["sample_gradients"] == 3 * (8 + 8)
     again = _cli(["unlearn.run", "method=safemax", "data.forget_class=3", *TINY_METHOD, *common], cwd=tmp_path)
     assert json.loads(again.stdout[again.stdout.index("{"):])["checkpoint"] == out["checkpoint"]  # cached
+
+
+def test_overwrite_recomputes_and_replaces(tiny_root, tmp_path):
+    over = [*TINY, *TINY_METHOD, *TINY_ATTACK, "attack.lr=5e-4"]
+    first = relearn_run(compose_cfg("relearn", over, tiny_root))
+    path = tiny_root / "results" / "records.jsonl"
+    n = len(read_records(path))
+    again = relearn_run(compose_cfg("relearn", [*over, "overwrite=true"], tiny_root))
+    assert len(read_records(path)) == n  # replaced, not appended
+    assert {r["key"] for r in again} == {r["key"] for r in first}
+    assert {r["ra"] for r in again} == {r["ra"] for r in first}  # deterministic: the same numbers again
+    # the timings are new measurements, so the replaced lines differ from the old ones
+    assert [r["budget"]["wall_s"] for r in again] != [r["budget"]["wall_s"] for r in first]
+
+
+def test_attack_own_checkpoint_folder(tiny_root, tmp_path):
+    """unlearned.checkpoint: a save_pretrained folder of one's own is attacked; its key is its content."""
+    import shutil
+
+    from unlearn.pipeline import Context
+
+    cfg = compose_cfg("relearn", [*TINY, *TINY_METHOD, *TINY_ATTACK], tiny_root)
+    built = Context.from_cfg(cfg).unlearned()
+    mine = tmp_path / "mine"
+    shutil.copytree(built, mine)
+    (mine / "provenance.json").unlink()
+    recs = relearn_run(compose_cfg("relearn", [*TINY, *TINY_METHOD, *TINY_ATTACK, f"unlearned.checkpoint={mine}"],
+                                   tiny_root))
+    own = [r for r in recs if r["role"] == "unlearned"]
+    assert own and all(r["model_key"].startswith("ext-") for r in own)
+    cached = {r["budget"]["steps"]: r["ra"] for r in relearn_run(cfg) if r["role"] == "unlearned"}
+    assert {r["budget"]["steps"]: r["ra"] for r in own} == cached  # same weights, same numbers

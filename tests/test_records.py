@@ -80,3 +80,33 @@ def test_artifact_built_once_keyed_by_spec_and_atomic(tmp_path):
         artifact(tmp_path, "thing", {"lr": 3}, crash)
     assert not (tmp_path / "thing" / key_of({"lr": 3})).exists()
     assert not list((tmp_path / "thing").glob(".*tmp*"))
+
+
+def test_replace_rewrites_only_that_key_and_keeps_order(tmp_path):
+    p = tmp_path / "records.jsonl"
+    for k in "abc":
+        append_record(p, {"key": k, "v": 1})
+    assert append_record(p, {"key": "b", "v": 2}, replace=True)
+    assert [(r["key"], r["v"]) for r in read_records(p)] == [("a", 1), ("c", 1), ("b", 2)]
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_failed_write_rolls_back_the_partial_line(tmp_path, monkeypatch):
+    import os as _os
+
+    p = tmp_path / "records.jsonl"
+    append_record(p, {"key": "a"})
+    before = p.read_bytes()
+    real = _os.write
+
+    def half_then_full(fd, data):  # the disk fills after half a line
+        if len(data) > 10:
+            real(fd, bytes(data[: len(data) // 2]))
+            raise OSError(28, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr("evaluation.records.os.write", half_then_full)
+    with pytest.raises(UserError, match=r"No space left on device \(disk or quota full\); free space"):
+        append_record(p, {"key": "b", "pad": "x" * 100})
+    monkeypatch.undo()
+    assert p.read_bytes() == before
