@@ -10,8 +10,9 @@ cost of a step does not depend on what the weights are). Rows:
 - one RA point: 500 guided samples (DDIM-50, conditional + null in one batch);
 - a relearn curve: 6 budgets up to 1000 steps (k = 10, batch 10), 500 samples per point, on the unlearned
   model and the oracle.
-Each row runs with every fast switch off (fp32, NCHW) and with the configured fast path (bf16 autocast,
-TF32, channels_last; `--compile` adds torch.compile).
+Each row runs with every fast switch off (fp32, NCHW, no TF32, no cuDNN autotuning) and with the fast path
+(bf16 autocast, TF32, channels_last; `--compile` adds torch.compile); each path is warmed up before its
+timings.
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def main() -> None:
             m.load_state_dict(base.state_dict())
             return fast.model(m, dev, training=training)
 
+        # warm-up outside the timings (CUDA context, cuBLAS handles, cuDNN autotuning), for each path alike
+        w = fresh()
+        safemax(w, data, steps=3, batch_size=batch, beta=1.0, retain_batch_size=batch,
+                generator=torch.Generator().manual_seed(0))
+        ddim_sample(w.eval(), schedule, torch.zeros(min(n, 8), dtype=torch.long), shape, null_class(w), 1.0, 2, 0.0,
+                    torch.Generator().manual_seed(1), batch_size=n)
+        _sync(dev)
         for name, beta in (("SAFEMax forget-only", 0.0), ("SAFEMax + retain", 1.0)):
             m = fresh()
             t, mem = timed(lambda: safemax(m, data, steps=steps, batch_size=batch, beta=beta, retain_batch_size=batch,

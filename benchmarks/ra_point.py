@@ -7,7 +7,8 @@ label c_f are drawn by each sampler and scored by the judge:
 - `ddim-25` (the defender's default here), `ddim-50`: the fast path (unlearn.diffusion.ddim_sample:
   conditional + null in one batch, inference mode, x0 clipping, batches of sampler.batch_size);
 - `ddpm-1000 fast`: the same code with 1000 steps and eta = 1, i.e. ancestral DDPM with the posterior
-  variance (the same algorithm as below, minus the implementation overheads);
+  variance beta~_t and x0 clipping (the naive protocol below uses sigma_t^2 = beta_t and no clipping: the
+  same number of network evaluations, a slightly different sampler);
 - `ddpm-1000 naive`: the testbed protocol written the plain way, here: Algorithm 2 of Ho et al. 2020
   (sigma_t^2 = beta_t), 1000 steps, the conditional and the null pass as two separate forwards, float32,
   torch.no_grad only, one batch of N.
@@ -24,6 +25,7 @@ import time
 import torch
 
 from unlearn.diffusion import ddim_sample
+from unlearn.fast import Fast
 from unlearn.model import null_class
 
 
@@ -82,12 +84,15 @@ def main() -> None:
         if not a.skip_naive:
             plain = ctx.load(ctx.model_folder(role))
             plain.autocast_dtype = None  # the naive protocol: float32, whatever the fast switches say
+            plain = plain.to(memory_format=torch.contiguous_format)
+            Fast(bf16=False, tf32=False, channels_last=False).backend(dev)  # no TF32 for it on CUDA
             t0 = time.perf_counter()
             x = naive_ddpm(plain, ctx.schedule, labels, ctx.ds.image_shape, null_class(plain), w,
                            torch.Generator().manual_seed(1))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             rows.append((name, "ddpm-1000 naive", 1000 * a.n * 2, time.perf_counter() - t0, judge.probs(x)))
+            ctx.fast.backend(dev)
 
     from unlearn.model import device_name
 

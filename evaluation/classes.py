@@ -22,7 +22,7 @@ from evaluation.fid import fid
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, read_records
-from unlearn.artifacts import key_of, provenance
+from unlearn.artifacts import key_of
 from unlearn.diffusion import sampling_nfe
 from unlearn.model import code_version, device_name
 from unlearn.pipeline import Context
@@ -53,11 +53,12 @@ def run(cfg: DictConfig) -> dict:
     n = check_n(cfg.eval.n_per_class, "eval.n_per_class")
     judge = get_judge(ctx, cfg.judge)
     folder = ctx.unlearned()
-    prov = provenance(folder)
+    prov = ctx.provenance(folder)
     records_path = Path(cfg.paths.results) / "records.jsonl"
     inception = cfg.eval.get("inception_weights")
     key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": asdict(ev), "n": n, "seed": ctx.seed,
-                  "judge": judge.id, "forget_class": ctx.forget_class, **({"inception": inception} if inception else {})})
+                  "judge": judge.id, "forget_class": ctx.forget_class, **({"inception": inception} if inception else {}),
+                  **({"fast": ctx.fast_tag()} if ctx.fast_tag() else {})})
     done = [] if cfg.get("overwrite") else [r for r in read_records(records_path) if r["key"] == key]
     if done:
         rec = done[0]

@@ -25,7 +25,7 @@ from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, existing_keys, read_records
-from unlearn.artifacts import artifact, key_of, provenance
+from unlearn.artifacts import artifact, key_of
 from unlearn.diffusion import ddim_sample, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_text
@@ -155,7 +155,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     roles = _roles(cfg, ctx)
     attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
     judge = get_judge(ctx, cfg.judge)
-    unlearned_prov = provenance(ctx.model_folder("unlearned"))
+    unlearned_prov = ctx.provenance(ctx.model_folder("unlearned"))
     unlearn_sg = unlearned_prov.get("unlearn", {}).get("sample_gradients")
     # A point's identity: the model (its artifact key), the attack's settings (the budget grid excluded:
     # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
@@ -171,7 +171,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     keys = []
     for role in roles:
         folder = ctx.model_folder(role)
-        prov = provenance(folder)
+        prov = ctx.provenance(folder)
         model_key = prov["key"]
         role_keys = {b: key_of({**job, "model": model_key, "steps": b}) for b in budgets}
         keys += role_keys.values()
@@ -276,14 +276,15 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
     overwrite = bool(cfg.get("overwrite"))  # recompute points that are already recorded (and replace them)
     roles = _roles(cfg, ctx)
     params = OmegaConf.to_container(cfg.attack, resolve=True)
-    unlearned_key = provenance(ctx.model_folder("unlearned"))["key"]
+    unlearned_key = ctx.provenance(ctx.model_folder("unlearned"))["key"]
     job = {"attack": {k: v for k, v in params.items() if k not in ("budgets", "t")}, "seed": ctx.seed,
-           "forget_class": ctx.forget_class, **({"study": cfg.study} if cfg.get("study") else {})}
+           "forget_class": ctx.forget_class, **({"study": cfg.study} if cfg.get("study") else {}),
+           **({"fast": ctx.fast_tag()} if ctx.fast_tag() else {})}
     run_id = key_of({**job, "unlearned": unlearned_key})
     wanted = set()
     for role in roles:
         folder = ctx.model_folder(role)
-        prov = provenance(folder)
+        prov = ctx.provenance(folder)
         role_key = {**job, "model": prov["key"]}
         keys = {name: key_of({**role_key, "score": name}) for name in scores}
         wanted |= set(keys.values())

@@ -133,11 +133,11 @@ def test_attack_own_checkpoint_folder(tiny_root, tmp_path):
     cfg = compose_cfg("relearn", [*TINY, *TINY_METHOD, *TINY_ATTACK], tiny_root)
     built = Context.from_cfg(cfg).unlearned()
     mine = tmp_path / "mine"
-    shutil.copytree(built, mine)
-    (mine / "provenance.json").unlink()
+    shutil.copytree(built, mine)  # a copy of a cached artifact, provenance.json included: keyed by content anyway
     recs = relearn_run(compose_cfg("relearn", [*TINY, *TINY_METHOD, *TINY_ATTACK, f"unlearned.checkpoint={mine}"],
                                    tiny_root))
     own = [r for r in recs if r["role"] == "unlearned"]
     assert own and all(r["model_key"].startswith("ext-") for r in own)
+    assert all(r["method"] == f"safemax@{r['model_key']}" for r in own)  # never averaged into safemax's curves
     cached = {r["budget"]["steps"]: r["ra"] for r in relearn_run(cfg) if r["role"] == "unlearned"}
     assert {r["budget"]["steps"]: r["ra"] for r in own} == cached  # same weights, same numbers

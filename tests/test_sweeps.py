@@ -101,17 +101,19 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(reference, tmp_path, po
     rng.seed(seed)
     threshold = {"building artifacts": 0, "first records": rng.randint(2, 16),
                  "late records": rng.randint(24, 40)}[point]
-    delay = rng.uniform(0.5, 4.0) if threshold == 0 else rng.uniform(0.0, 0.4)
+    delay = rng.uniform(0.0, 0.3)
     records = tmp_path / "results" / "records.jsonl"
     tmp_path.mkdir(exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", *SWEEP, *JOBLIB], cwd=tmp_path, env=_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < 300:
-        n = records.read_text().count("\n") if records.exists() else 0
-        if n >= threshold:
+        if threshold == 0:  # kill while an artifact is being built: wait until a build folder exists
+            if list((tmp_path / "artifacts").glob("*/.*.tmp-*")):
+                break
+        elif (records.read_text().count("\n") if records.exists() else 0) >= threshold:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     time.sleep(delay)
     assert proc.poll() is None, f"the sweep finished before the kill (seed {seed}): the test proves nothing"
     os.killpg(proc.pid, signal.SIGKILL)

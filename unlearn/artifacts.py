@@ -62,6 +62,12 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
             provenance = {"kind": kind, "key": key, "spec": spec, "code_version": code_version(),
                           "build_wall_s": round(time.perf_counter() - t0, 3), **info}
             (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str))
+            for f in tmp.iterdir():  # the files reach the disk before the folder becomes visible
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as e:
@@ -82,6 +88,11 @@ def provenance(folder: Path) -> dict:
     folder = Path(folder)
     if (folder / PROVENANCE).is_file():
         return json.loads((folder / PROVENANCE).read_text())
+    return external_provenance(folder)
+
+
+def external_provenance(folder: Path) -> dict:
+    folder = Path(folder)
     return {"kind": "external", "key": "ext-" + _content_hash(folder), "external": str(folder.resolve()),
             "code_version": None}
 

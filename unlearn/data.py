@@ -95,7 +95,10 @@ IDX_LAYOUT = ("expected <root>/t10k-images-idx3-ubyte[.gz] and <root>/t10k-label
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (magic 2051: images N x H x W; 2049: labels N), gzipped or raw."""
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut .gz raises EOFError
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: {e}); re-copy the file; {IDX_LAYOUT}") from e
     if len(raw) < 8:
         raise UserError(f"{path} is not an IDX file (only {len(raw)} bytes); {IDX_LAYOUT}")
     magic, n = struct.unpack(">II", raw[:8])

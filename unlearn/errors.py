@@ -103,9 +103,9 @@ def cli(main) -> None:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # e.g. Hydra creating its run folder under a path that is a file
-        where = e.filename or "a file"
-        print(f"error: cannot write {where} ({e.strerror or type(e).__name__}); set paths.results (and "
-              "paths.artifacts) to a writable folder", file=sys.stderr)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or type(e).__name__}:{where}; check that path, or set paths.results / "
+              "paths.artifacts / data.root to a usable folder", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted; the points already recorded are kept: rerun the same command to resume",

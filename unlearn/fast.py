@@ -41,13 +41,14 @@ class Fast:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.tf32
             torch.backends.cudnn.allow_tf32 = self.tf32
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = self.bf16 or self.tf32 or self.channels_last
 
-    def tag(self, device: torch.device) -> dict:
-        """The switches that change numbers on `device` (part of a record's key; {} for plain fp32 on CPU)."""
+    def tag(self, device: torch.device, training: bool = False) -> dict:
+        """The switches that change numbers on `device` (part of record and artifact keys; {} for plain
+        fp32 on CPU). Trained models are never compiled, so `compile` is not part of a training tag."""
         on = self.applies(device)
         out = {"bf16": on and self.bf16, "tf32": device.type == "cuda" and self.tf32,
-               "channels_last": on and self.channels_last, "compile": self.compile}
+               "channels_last": on and self.channels_last, "compile": self.compile and not training}
         return {k: v for k, v in out.items() if v}
 
     def model(self, model: torch.nn.Module, device: torch.device, training: bool = False) -> torch.nn.Module:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -41,17 +43,34 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
+
+
+def _remove_dead_writers_tmp(path: Path) -> None:
+    """Delete temporary files of `path` left by killed writers of this host (their PID is gone); a live
+    writer's, or another host's, is left alone."""
+    host = socket.gethostname()
+    for stale in path.parent.glob(f".{path.name}.tmp-{host}-*"):
+        try:
+            pid = int(stale.name[len(f".{path.name}.tmp-{host}-"):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except (ValueError, PermissionError, OSError):
+            pass
+
+
 @contextmanager
 def atomic_write(path: Path | str, setting: str = "paths.results") -> Iterator[Path]:
     """with atomic_write(p) as tmp: write tmp -> p is replaced by tmp only if the block succeeds.
-    One writer per target at a time (records and REPORT.md writes hold their own locks; run folders are
-    per job)."""
+    Each writer has its own temporary name (host, pid, random), so concurrent writers of one target never
+    touch each other's file: the last complete one wins. Temporaries of dead writers are removed."""
     path = Path(path)
-    # one fixed temporary name per target: a writer killed mid-write leaves it, and the next write of the
-    # same target (a rerun rewrites every output) overwrites it and renames it away: no litter survives
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _tmp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_writers_tmp(path)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:

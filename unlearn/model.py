@@ -75,7 +75,7 @@ def check_checkpoint_folder(folder: Path, what: str = "checkpoint") -> Path:
     (unpickling can execute code). Checked before anything is loaded, so a missing path is never taken
     for a Hub id."""
     folder = Path(folder).expanduser()
-    if folder.is_file() or (not folder.exists() and folder.suffix in PICKLE_SUFFIXES):
+    if folder.is_file():
         if folder.suffix in PICKLE_SUFFIXES:
             raise UserError(f"{what} {folder} is a pickle file, which can execute code, and is refused; convert it "
                             f"once to a folder with model.save_pretrained(folder, safe_serialization=True)")
@@ -117,9 +117,11 @@ def load_unet(folder: Path, device="cpu", expect: tuple[tuple[int, int, int], in
         raise UserError(f"checkpoint {folder} has a bad config.json ({str(e).splitlines()[0][:160]}); {fix}") from e
     if expect is not None:
         (c, h, w), k = expect
-        got = (model.config.in_channels, model.config.sample_size, model.config.num_class_embeds)
-        if got != (c, h, k + 1):
-            raise UserError(f"checkpoint {folder} is for {got[1]}x{got[1]}x{got[0]} images with {got[2]} class rows, "
+        size = model.config.sample_size
+        hw = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        got = (model.config.in_channels, hw[0], model.config.num_class_embeds)
+        if (got[0], hw, got[2]) != (c, (h, w), k + 1):
+            raise UserError(f"checkpoint {folder} is for {hw[0]}x{hw[1]}x{got[0]} images with {got[2]} class rows, "
                             f"but the data is {h}x{w}x{c} with {k} classes + null; pick the data= it was trained on")
     try:
         state = load_file(str(folder / SAFE_WEIGHTS))

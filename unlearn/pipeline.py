@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from unlearn.artifacts import artifact, provenance
+from unlearn.artifacts import artifact, external_provenance, provenance
 from unlearn.data import Dataset, check_class, load_dataset
 from unlearn.diffusion import Schedule
 from unlearn.errors import UserError
@@ -104,6 +104,8 @@ class Context:
         ctx.fast.backend(ctx.device)
         if ctx.checkpoint is not None:  # a bad checkpoint fails now, before anything is built
             ctx.load(ctx.checkpoint)
+            # its own label: records of a user's model never average into the method's own curves
+            ctx.method_label = f"{ctx.method_label}@{ctx.provenance(ctx.checkpoint)['key']}"
         return ctx
 
     @cached_property
@@ -123,7 +125,7 @@ class Context:
     def _ddpm(self, exclude_class: int | None) -> Path:
         spec = {"data": self.data_key(), "arch": vars(self.arch), "recipe": vars(self.recipe),
                 "seed": self.pretrain_seed, "exclude_class": exclude_class,
-                **({"fast": self.fast_tag()} if self.fast_tag() else {})}
+                **({"fast": self.fast.tag(self.device, training=True)} if self.fast.tag(self.device, training=True) else {})}
 
         def build(folder: Path) -> dict:
             model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class,
@@ -153,7 +155,7 @@ class Context:
         base = self.base()
         spec = {"base": provenance(base)["key"], "method": name, "args": full_args(name, args),
                 "forget_class": self.forget_class, "seed": self.seed,
-                **({"fast": self.fast_tag()} if self.fast_tag() else {})}
+                **({"fast": self.fast.tag(self.device, training=True)} if self.fast.tag(self.device, training=True) else {})}
 
         def build(folder: Path) -> dict:
             model = self.load(base, training=True)
@@ -181,6 +183,13 @@ class Context:
         fast-path switches applied."""
         model = load_unet(folder, self.device, expect=(self.ds.image_shape, self.ds.num_classes))
         return self.fast.model(model, self.device, training)
+
+    def provenance(self, folder: Path) -> dict:
+        """What built a model folder. The user's own checkpoint is always keyed by its content (even if it
+        is a copy of a cached artifact with a provenance.json): new weights never reuse old records."""
+        if self.checkpoint is not None and Path(folder) == self.checkpoint:
+            return external_provenance(folder)
+        return provenance(folder)
 
     def fast_tag(self) -> dict:
         """The fast-path switches that change numbers here ({} on CPU by default): part of keys."""

@@ -11,14 +11,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from unlearn.artifacts import provenance
+
 from unlearn.pipeline import Context
 
 
 def run(cfg: DictConfig) -> Path:
     ctx = Context.from_cfg(cfg)
     folder = ctx.unlearned()
-    info = provenance(folder)
+    info = ctx.provenance(folder)
     print(json.dumps({"checkpoint": str(folder), "method": ctx.method_label, "forget_class": ctx.forget_class,
                       **{k: info[k] for k in ("unlearn", "train") if k in info}}, indent=1))
     return folder
