@@ -24,6 +24,7 @@ import time
 
 import torch
 
+from attacks.relearn import relearn
 from unlearn.diffusion import ddim_sample
 from unlearn.fast import Fast
 from unlearn.model import null_class
@@ -53,6 +54,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--skip-naive", action="store_true", help="leave out the naive 1000-step protocol (slow)")
+    ap.add_argument("--models", default="original,unlearned",
+                    help="comma list of original, unlearned, oracle, each optionally with '+relearn' (the model "
+                         "after --relearn-steps of the relearn attack, k = 10: half-recovered, where samplers can "
+                         "disagree most); 'relearned' = 'unlearned+relearn'")
+    ap.add_argument("--relearn-steps", type=int, default=30)
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args()
 
@@ -71,9 +77,23 @@ def main() -> None:
     labels = torch.full((a.n,), fc)
     samplers = [("ddim-25", 25, 0.0), ("ddim-50", 50, 0.0), ("ddpm-1000 fast", 1000, 1.0)]
     rows = []
-    for role in ("original", "unlearned"):
-        model = ctx.load(ctx.model_folder(role))
-        name = "original" if role == "original" else ctx.method_label
+    def load(role):
+        base = role.split("+")[0]
+        model = ctx.load(ctx.model_folder({"relearned": "unlearned"}.get(base, base)))
+        if role == "relearned" or role.endswith("+relearn"):
+            gen = torch.Generator().manual_seed(ctx.seed)
+            pool = ctx.ds.attacker_pool(fc)
+            images = pool[torch.randperm(len(pool), generator=gen)[:10]]
+            for state in relearn(model, images, forget_class=fc, schedule=ctx.schedule, budgets=[a.relearn_steps],
+                                 generator=gen):
+                model = state.model
+        return model
+
+    for role in a.models.split(","):
+        model = load(role)
+        base = role.split("+")[0]
+        name = {"unlearned": ctx.method_label, "relearned": ctx.method_label}.get(base, base)
+        name += f"+{a.relearn_steps}" if role == "relearned" or role.endswith("+relearn") else ""
         for label, steps, eta in samplers:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
@@ -82,7 +102,7 @@ def main() -> None:
                             torch.Generator().manual_seed(1), int(cfg.sampler.batch_size))
             rows.append((name, label, steps * a.n * (2 if w else 1), time.perf_counter() - t0, judge.probs(x)))
         if not a.skip_naive:
-            plain = ctx.load(ctx.model_folder(role))
+            plain = load(role)
             plain.autocast_dtype = None  # the naive protocol: float32, whatever the fast switches say
             plain = plain.to(memory_format=torch.contiguous_format)
             Fast(bf16=False, tf32=False, channels_last=False).backend(dev)  # no TF32 for it on CUDA
@@ -98,7 +118,7 @@ def main() -> None:
 
     print(f"device: {device_name(dev)}, torch {torch.__version__}; data {ctx.ds.name}, model {ctx.arch_name}, "
           f"c_f = {fc}, N = {a.n}, guidance w = {w}, fast = {ctx.fast_tag() or 'none (fp32)'}")
-    print(f"{'model':<10} {'sampler':<16} {'NFE':>9} {'wall s':>8} {'x naive':>8} {'RA':>6} {'95% CI':>15}")
+    print(f"{'model':<12} {'sampler':<16} {'NFE':>9} {'wall s':>8} {'x naive':>8} {'RA':>6} {'95% CI':>15}")
     naive = {m: t for m, s, _, t, _ in rows if s == "ddpm-1000 naive"}
     ra = {}
     for m, s, nfe, t, probs in rows:
@@ -106,7 +126,7 @@ def main() -> None:
         ra[(m, s)] = sc["ra"]
         lo, hi = wilson_ci(round(sc["ra"] * a.n), a.n)
         speed = f"{naive[m] / t:8.1f}" if m in naive else f"{'-':>8}"
-        print(f"{m:<10} {s:<16} {nfe:9d} {t:8.2f} {speed} {sc['ra']:6.3f} [{lo:.3f}, {hi:.3f}]")
+        print(f"{m:<12} {s:<16} {nfe:9d} {t:8.2f} {speed} {sc['ra']:6.3f} [{lo:.3f}, {hi:.3f}]")
     if naive:
         for m in naive:
             d = 100 * (ra[(m, "ddim-50")] - ra[(m, "ddpm-1000 naive")])
