@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> dict:
     inception = cfg.eval.get("inception_weights")
     key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": asdict(ev), "n": n, "seed": ctx.seed,
                   "judge": judge.id, "forget_class": ctx.forget_class, **({"inception": inception} if inception else {}),
-                  **({"fast": ctx.fast_tag()} if ctx.fast_tag() else {})})
+                  **ctx.fast_key()})
     done = [] if cfg.get("overwrite") else [r for r in read_records(records_path) if r["key"] == key]
     if done:
         rec = done[0]

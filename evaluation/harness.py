@@ -162,7 +162,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": asdict(ev), "n": n,
            "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
            **({"study": cfg.study} if cfg.get("study") else {}),  # a study owns its points (rerun = resume)
-           **({"fast": ctx.fast_tag()} if ctx.fast_tag() else {})}  # bf16 etc. on CUDA: other numbers, other keys
+           **ctx.fast_key()}  # bf16 etc. on CUDA: other numbers, other keys
     inception = cfg.eval.get("inception_weights")
     if inception:
         job["inception"] = str(inception)
@@ -279,7 +279,7 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
     unlearned_key = ctx.provenance(ctx.model_folder("unlearned"))["key"]
     job = {"attack": {k: v for k, v in params.items() if k not in ("budgets", "t")}, "seed": ctx.seed,
            "forget_class": ctx.forget_class, **({"study": cfg.study} if cfg.get("study") else {}),
-           **({"fast": ctx.fast_tag()} if ctx.fast_tag() else {})}
+           **ctx.fast_key()}
     run_id = key_of({**job, "unlearned": unlearned_key})
     wanted = set()
     for role in roles:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from unlearn.errors import UserError
-from unlearn.io import fsync_dir, write_error
+from unlearn.io import fsync_dir, fsync_file, write_error
 from unlearn.model import code_version
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,7 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
                           "build_wall_s": round(time.perf_counter() - t0, 3), **info}
             (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str))
             for f in tmp.iterdir():  # the files reach the disk before the folder becomes visible
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_file(f)
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as e:
@@ -83,15 +79,12 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
 
 
 def provenance(folder: Path) -> dict:
-    """What built an artifact. A folder from outside the cache (unlearned.checkpoint) has no provenance:
-    its key is a hash of its files' content, so a changed checkpoint never reuses another's records."""
-    folder = Path(folder)
-    if (folder / PROVENANCE).is_file():
-        return json.loads((folder / PROVENANCE).read_text())
-    return external_provenance(folder)
+    return json.loads((Path(folder) / PROVENANCE).read_text())
 
 
 def external_provenance(folder: Path) -> dict:
+    """A folder from outside the cache (unlearned.checkpoint): its key is a hash of its files' content, so a
+    changed checkpoint never reuses another's records."""
     folder = Path(folder)
     return {"kind": "external", "key": "ext-" + _content_hash(folder), "external": str(folder.resolve()),
             "code_version": None}

@@ -29,6 +29,14 @@ def write_error(path: Path | str, e: OSError, setting: str) -> UserError:
     return UserError(f"cannot write {path} ({why}); set {setting} to a writable folder")
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename inside `folder` durable (best effort: not every filesystem allows it)."""
     try:
@@ -72,11 +80,7 @@ def atomic_write(path: Path | str, setting: str = "paths.results") -> Iterator[P
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_writers_tmp(path)
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as e:

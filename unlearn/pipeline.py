@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -42,11 +43,9 @@ def check_method_args(name: str, args: dict) -> None:
         raise UserError(f"method {name!r} has no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
 
 
-def check_finite(model: torch.nn.Module, stats, what: str, knob: str) -> None:
-    """A diverged run (NaN or inf in the weights or the final loss) stops before anything is saved."""
-    losses = [v for v in (getattr(stats, "final_forget_loss", None), getattr(stats, "final_retain_loss", None))
-              if v is not None]
-    bad_loss = any(not torch.isfinite(torch.tensor(float(v))) for v in losses)
+def check_finite(model: torch.nn.Module, losses: list, what: str, knob: str) -> None:
+    """A diverged run (NaN or inf in the weights or a final loss) stops before anything is saved."""
+    bad_loss = any(not math.isfinite(v) for v in losses if v is not None)
     if bad_loss or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise UserError(f"{what} diverged (NaN or inf in the {'loss' if bad_loss else 'weights'}); lower {knob} "
                         "and rerun (nothing was saved)")
@@ -125,12 +124,12 @@ class Context:
     def _ddpm(self, exclude_class: int | None) -> Path:
         spec = {"data": self.data_key(), "arch": vars(self.arch), "recipe": vars(self.recipe),
                 "seed": self.pretrain_seed, "exclude_class": exclude_class,
-                **({"fast": self.fast.tag(self.device, training=True)} if self.fast.tag(self.device, training=True) else {})}
+                **self.fast_key(training=True)}
 
         def build(folder: Path) -> dict:
             model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class,
                                       self.fast)
-            check_finite(model, None, "pretraining", "model.train.lr")
+            check_finite(model, [], "pretraining", "model.train.lr")
             save_unet(model, folder)
             return {"train": stats, "device": str(self.device)}
 
@@ -155,7 +154,7 @@ class Context:
         base = self.base()
         spec = {"base": provenance(base)["key"], "method": name, "args": full_args(name, args),
                 "forget_class": self.forget_class, "seed": self.seed,
-                **({"fast": self.fast.tag(self.device, training=True)} if self.fast.tag(self.device, training=True) else {})}
+                **self.fast_key(training=True)}
 
         def build(folder: Path) -> dict:
             model = self.load(base, training=True)
@@ -170,7 +169,8 @@ class Context:
             timer = Timer(dev)
             with timer:
                 stats = METHODS[name](model, data, generator=torch.Generator().manual_seed(self.seed), **args)
-            check_finite(model, stats, f"method {self.method_label}", "method.args.lr")
+            check_finite(model, [stats.final_forget_loss, stats.final_retain_loss], f"method {self.method_label}",
+                         "method.args.lr")
             save_unet(model, folder)
             peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
             return {"unlearn": {**vars(stats), "wall_s": round(timer.wall_s, 2), "device_s": round(timer.device_s, 2),
@@ -188,12 +188,21 @@ class Context:
         """What built a model folder. The user's own checkpoint is always keyed by its content (even if it
         is a copy of a cached artifact with a provenance.json): new weights never reuse old records."""
         if self.checkpoint is not None and Path(folder) == self.checkpoint:
-            return external_provenance(folder)
+            return self._checkpoint_provenance
         return provenance(folder)
 
+    @cached_property
+    def _checkpoint_provenance(self) -> dict:
+        return external_provenance(self.checkpoint)  # hashes the weights: once per run
+
     def fast_tag(self) -> dict:
-        """The fast-path switches that change numbers here ({} on CPU by default): part of keys."""
+        """The fast-path switches that change numbers here ({} on CPU by default)."""
         return self.fast.tag(self.device)
+
+    def fast_key(self, training: bool = False) -> dict:
+        """{"fast": tag} to merge into a key, or {} when no switch changes numbers (CPU keys stay as they were)."""
+        tag = self.fast.tag(self.device, training)
+        return {"fast": tag} if tag else {}
 
     def model_folder(self, role: str) -> Path:
         """role: 'unlearned' (the configured method), or a reference: 'original' / 'oracle'."""
