@@ -10,7 +10,6 @@ RA, the retained classes' mean RA, entropy and mean p(c) per class.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -56,7 +55,7 @@ def run(cfg: DictConfig) -> dict:
     prov = ctx.provenance(folder)
     records_path = Path(cfg.paths.results) / "records.jsonl"
     inception = cfg.eval.get("inception_weights")
-    key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": asdict(ev), "n": n, "seed": ctx.seed,
+    key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": ev.key(), "n": n, "seed": ctx.seed,
                   "judge": judge.id, "forget_class": ctx.forget_class, **({"inception": inception} if inception else {}),
                   **ctx.fast_key()})
     done = [] if cfg.get("overwrite") else [r for r in read_records(records_path) if r["key"] == key]

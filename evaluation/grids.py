@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from evaluation.harness import SamplerSpec, sample_labels
 from evaluation.plots import sample_grid
+from unlearn.diffusion import sampler_label
 from unlearn.pipeline import Context
 
 
@@ -21,12 +22,13 @@ def run(cfg: DictConfig) -> Path:
     ctx = Context.from_cfg(cfg)
     k, per = ctx.ds.num_classes, int(cfg.eval.grid_per_class)
     labels = torch.arange(k).repeat_interleave(per)
-    x, _ = sample_labels(ctx.load(ctx.unlearned()), ctx, SamplerSpec.from_cfg(cfg.sampler), labels, ctx.seed)
+    ev = SamplerSpec.from_cfg(cfg.sampler)
+    x, _ = sample_labels(ctx.load(ctx.unlearned()), ctx, ev, labels, ctx.seed)
     rows = {(f"{c} (forgotten)" if c == ctx.forget_class else str(c)): x[labels == c].numpy() for c in range(k)}
     path = (Path(cfg.paths.results) / "grids" /
             f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}_s{ctx.seed}_w{cfg.sampler.guidance_w}.png")
     sample_grid(rows, path, title=f"{ctx.method_label}: samples per label (forgot class {ctx.forget_class}), "
-                                  f"DDIM-{cfg.sampler.steps} w={cfg.sampler.guidance_w}")
+                                  f"{sampler_label(ev.steps, ev.eta, ev.clip)} w={ev.guidance_w}")
     print(path)
     return path
 

@@ -38,20 +38,35 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """The defender's sampler: guided DDIM, used for every evaluated point."""
+    """The evaluation sampler: guided DDIM (DDPM at steps 1000, eta 1), used for every evaluated point.
+    The defender's default is configs/sampler/ddim.yaml; an attacker may pick another (sampler=ddpm)."""
 
     steps: int
     eta: float
     guidance_w: float
     batch_size: int
+    clip: bool = True  # clip x0_hat to [-1, 1] at every step
 
     @classmethod
     def from_cfg(cls, s: DictConfig) -> "SamplerSpec":
-        spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size))
+        clip = s.get("clip", True)
+        if not isinstance(clip, bool):
+            raise UserError(f"sampler.clip={clip!r}: use true or false")
+        spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size), clip)
         if not 1 <= spec.steps <= 1000 or spec.batch_size < 1 or spec.eta < 0:
             raise UserError(f"sampler.steps must be in [1, 1000], sampler.batch_size >= 1 and sampler.eta >= 0; "
                             f"got {spec.steps}, {spec.batch_size}, {spec.eta}")
         return spec
+
+    def key(self) -> dict:
+        """The sampler's part of a point's key: `clip` enters only when off, so keys made before the
+        switch existed (clipping always on) stay valid."""
+        return {k: v for k, v in asdict(self).items() if k != "clip" or not v}
+
+    def record(self) -> dict:
+        """The sampler as records carry it ({"name": "ddim", "steps", "eta"}, plus "clip": false when off);
+        `evaluation.records.sampler_name` turns it into a label (DDIM-25, DDPM-1000, ...)."""
+        return {"name": "ddim", "steps": self.steps, "eta": self.eta, **({} if self.clip else {"clip": False})}
 
 
 def check_n(n, name: str = "eval.n") -> int:
@@ -82,7 +97,7 @@ def sample_labels(model, ctx: Context, ev: SamplerSpec, labels: torch.Tensor, se
     with timer:
         x = ddim_sample(model, ctx.schedule, labels, ctx.ds.image_shape,
                         null_class(model), ev.guidance_w, ev.steps, ev.eta,
-                        torch.Generator().manual_seed(seed + 10_007), ev.batch_size)
+                        torch.Generator().manual_seed(seed + 10_007), ev.batch_size, ev.clip)
     return x, timer
 
 
@@ -159,7 +174,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     unlearn_sg = unlearned_prov.get("unlearn", {}).get("sample_gradients")
     # A point's identity: the model (its artifact key), the attack's settings (the budget grid excluded:
     # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
-    job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": asdict(ev), "n": n,
+    job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": ev.key(), "n": n,
            "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
            **({"study": cfg.study} if cfg.get("study") else {}),  # a study owns its points (rerun = resume)
            **ctx.fast_key()}  # bf16 etc. on CUDA: other numbers, other keys
@@ -205,7 +220,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                            if unlearn_sg and role == "unlearned" else None,
                            "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)},
                 "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
-                "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,
+                "sampler": ev.record(), "guidance_w": ev.guidance_w,
                 # evaluation cost: the c_f samples (unless sampling is the attack itself) and the guards
                 "n": n, "eval": {"nfe": sampling_nfe((0 if sampling_is_attack else n)
                                                      + (len(guards.labels) if guards else 0), ev.steps, ev.guidance_w),

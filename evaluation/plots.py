@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from evaluation.records import sampler_name  # noqa: E402
 from evaluation.tables import ROLE_ORDER, records_frame  # noqa: E402
 from unlearn.io import atomic_write  # noqa: E402
 
@@ -43,7 +44,7 @@ def plot_ra_curve(records: list[dict], path: Path, title: str | None = None) -> 
     ax.set_title(title or f"{r0.attack} on {r0.dataset}, forget class {r0.forget_class}, seed {r0.seed}", fontsize=10)
     ax.legend(fontsize=8, loc="center right")
     ax.grid(alpha=0.3)
-    fig.text(0.01, -0.04, f"judge {r0.judge_id}, DDIM-{r0.sampler_steps} w={r0.guidance_w}, N={r0.n}, "
+    fig.text(0.01, -0.04, f"judge {r0.judge_id}, {sampler_name(records[0])} w={r0.guidance_w}, N={r0.n}, "
              f"device: {r0.device}", fontsize=7)
     _atomic_savefig(fig, path)
 

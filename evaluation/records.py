@@ -139,3 +139,12 @@ def content(record: dict) -> dict:
         if isinstance(out.get(part), dict):
             out[part] = {k: v for k, v in out[part].items() if k not in ("wall_s", "device_s")}
     return out
+
+
+def sampler_name(record: dict) -> str:
+    """A record's evaluation sampler as a label: DDIM-25, DDPM-1000 (1000 steps, eta 1), ... no-clip. Records
+    made before the clip switch existed have no "clip" field: they were clipped."""
+    from unlearn.diffusion import sampler_label
+
+    s = record["sampler"]
+    return sampler_label(int(s["steps"]), float(s["eta"]), s.get("clip", True) is not False)

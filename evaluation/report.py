@@ -20,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.plots import plot_ra_curve
-from evaluation.records import read_records
+from evaluation.records import read_records, sampler_name
 from evaluation.tables import ra_table
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFENDER = "DDIM-25"  # the defender's sampler (configs/sampler/ddim.yaml): other samplers are compared with it
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -49,7 +50,7 @@ def guidance_section(records: list[dict]) -> str:
     if not recs:
         return "_No class-accuracy records of the original model yet: run the command below._"
     df = pd.DataFrame([{"dataset": r["dataset"], "model": r["method"], "w": r["guidance_w"],
-                        "sampler": f"DDIM-{r['sampler']['steps']}", "n/class": r["n_per_class"],
+                        "sampler": sampler_name(r), "n/class": r["n_per_class"],
                         "mean RA": round(sum(r["per_class_ra"].values()) / len(r["per_class_ra"]), 3),
                         "min class RA": r["min_class_ra"],
                         "per class": " ".join(f"{v:.2f}" for v in r["per_class_ra"].values())} for r in recs])
@@ -126,7 +127,7 @@ def attack_section(records: list[dict], fig_dir: Path) -> str:
         out.append(
             f"#### {u['attack']}: {u['dataset']}, unlearned = {u['method']}, forget class {u['forget_class']}, "
             f"seed {u['seed']}\n\nAttack: k = {p.get('k')} attacker images, Adam lr {p.get('lr')}, batch "
-            f"{p.get('batch_size')}. Evaluation: DDIM-{u['sampler']['steps']} (eta {u['sampler']['eta']}), "
+            f"{p.get('batch_size')}. Evaluation: {sampler_name(u)}, "
             f"w = {u['guidance_w']}, N = {u['n']} per point, judge {u['judge_id']} (test accuracy "
             f"{u['judge_test_accuracy']}), 95% Wilson CIs. Device: {_devices(group)}. Code {u['code_version']}.\n\n"
             + _md(ra_table(group))
@@ -164,13 +165,15 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
         return f"_No records of study {study} yet._"
     out = []
     if atk:
-        u = atk[0]
+        scored = [r for r in atk if r["attack"] != "sampler"] or atk  # sampler probes pick their own sampler and w
+        u = scored[0]
         units = sorted({(r["forget_class"], r["seed"]) for r in atk})
         out.append(f"Dataset {u['dataset']}, model {u['model']}; forget classes {sorted({c for c, _ in units})}, "
                    f"seeds {sorted({s for _, s in units})} ({len(units)} units); methods "
                    f"{', '.join(sorted({r['method'] for r in atk if r['role'] == 'unlearned'}))}; N = "
-                   f"{', '.join(map(str, sorted({r['n'] for r in atk})))} samples per point, DDIM-{u['sampler']['steps']}, "
-                   f"defender's w = {u['guidance_w']}; judge {u['judge_id']} (test accuracy {u['judge_test_accuracy']}). "
+                   f"{', '.join(map(str, sorted({r['n'] for r in atk})))} samples per point, "
+                   f"{', '.join(sorted({sampler_name(r) for r in scored}))}, "
+                   f"w = {', '.join(sorted({str(r['guidance_w']) for r in scored}))}; judge {u['judge_id']} (test accuracy {u['judge_test_accuracy']}). "
                    f"Means over units with 95% bootstrap CIs (units resampled). Device: {_devices(atk)}; torch "
                    f"{', '.join(sorted({r['torch'] for r in atk}))}. Code {', '.join(sorted({r['code_version'] for r in atk}))}.")
         name = f"{study}_robustness.png"
@@ -214,6 +217,34 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     return "\n\n".join(out)
 
 
+def sampler_section(records: list[dict]) -> str:
+    """Relearning in named studies scored under other evaluation samplers than the defender's DDIM-25,
+    paired unit by unit with the DDIM-25 study of the same dataset and model (REPORT finding 8)."""
+    from evaluation.summary import attack_frame, sampler_comparison
+
+    atk = [r for r in records if r.get("kind") == "attack" and r.get("study") and r["attack"] == "relearn"]
+    out = []
+    for data in sorted({(r["dataset"], r["model"]) for r in atk}):
+        sub = [r for r in atk if (r["dataset"], r["model"]) == data]
+        labels = sorted({sampler_name(r) for r in sub}, key=lambda s: (s != DEFENDER, s))
+        if DEFENDER not in labels or len(labels) < 2:
+            continue
+        frame = attack_frame(sub)
+        studies = {s: ", ".join(sorted({r["study"] for r in sub if sampler_name(r) == s})) for s in labels}
+        for other in labels[1:]:
+            t = sampler_comparison(frame, DEFENDER, other)
+            if not t.empty:
+                out.append(f"**{data[0]}, model {data[1]}: {other}** (study {studies[other]}) against **{DEFENDER}** "
+                           f"(study {studies[DEFENDER]}):\n\n" + _md(_fmt(t).set_index("attack")))
+    if not out:
+        return ("_No relearning study scored under a second sampler on the units of a DDIM-25 study yet: run "
+                "configs/experiment/resample_suite.yaml._")
+    return ("Relearning: the same models and attack, scored under two samplers; means over the (class, seed) units "
+            "both cover, 95% bootstrap CIs over units. ER: unlearned minus the oracle scored by the same sampler. "
+            "ER diff: ER under the attacker's sampler minus ER under the defender's, paired by unit. Raw RA (the "
+            "on-data split is in each study's section). Device: " + _devices(atk) + ".\n\n" + "\n\n".join(out))
+
+
 def _b50_grads(frame: pd.DataFrame, row) -> float:
     """B@50 in sample-gradients: steps x the batch of that attack setting (NaN for the envelope row)."""
     sub = frame[(frame["attack"] == row["attack"]) & (frame["setting"] == row["setting"]) & (frame["steps"] > 0)]
@@ -229,7 +260,7 @@ def table_section(records: list[dict]) -> str:
     parts = []
     for (dataset, w) in sorted({(r["dataset"], r["guidance_w"]) for r in recs}):
         sub = [r for r in recs if r["dataset"] == dataset and r["guidance_w"] == w]
-        parts.append(f"**{dataset}, w = {w}**, {sub[0]['n_per_class']} samples per class, DDIM-{sub[0]['sampler']['steps']}, "
+        parts.append(f"**{dataset}, w = {w}**, {sub[0]['n_per_class']} samples per class, {sampler_name(sub[0])}, "
                      f"judge {sub[0]['judge_id']}; FID on {sub[0]['fid_features']} features. Device: {_devices(sub)}. "
                      "Mean ± std over the forgotten classes listed in `classes`.\n\n"
                      + _md(unlearning_table(sub, dataset, w)))
@@ -272,6 +303,7 @@ def build_report(records_path: Path, report_path: Path) -> str:
     text = replace_section(text, "table", table_section(records))
     text = replace_section(text, "grids", grids_section(records_path.parent, fig_dir))
     text = replace_section(text, "relearn", attack_section(records, fig_dir))
+    text = replace_section(text, "samplers", sampler_section(records))
     for study in sorted({r["study"] for r in records if r.get("study")}):
         text = replace_section(text, f"study {study}", study_section(records, study, fig_dir))
     write_text(report_path, text, "--report")

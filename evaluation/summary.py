@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from evaluation.records import sampler_name
 from unlearn.errors import UserError
 
 UNIT = ["forget_class", "seed"]
@@ -44,6 +45,13 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
         if c not in df:
             df[c] = np.nan
     df["steps"] = df["budget_steps"]
+    # The evaluation sampler (DDIM-25, DDPM-1000, ...). Records scored by different samplers must never share a
+    # curve (an oracle point under one against an unlearned point under another): where a frame holds several,
+    # each setting is tagged with its sampler. Sampler probes are left alone: their sampler is the attack.
+    df["sampler"] = [sampler_name(r) for r in recs]
+    scored = df["attack"] != "sampler"
+    if df.loc[scored, "sampler"].nunique() > 1:
+        df.loc[scored, "setting"] = df.loc[scored, "setting"] + " @" + df.loc[scored, "sampler"]
     # Budget 0 is the untouched model under the defender's sampler, except where the attack changes the model
     # or the sampler before its first step: sampler probes, and embedding inversion from another row.
     init = df["attack_params_init"] if "attack_params_init" in df else pd.Series(np.nan, index=df.index)
@@ -371,5 +379,36 @@ def ra_budget_table(data, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
             row[f"on-data RA {method}"] = gm["guard_ra_ondata"].mean()
         row["min retained RA"] = g["guard_retained_ra"].min()
         row["FID c_f (unlearned)"] = g.loc[g["role"] == "unlearned", "guard_fid_cf"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+
+def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """The same attack scored under two evaluation samplers (column `sampler`, e.g. the defender's DDIM-25 in
+    one study and an attacker's DDPM-1000 in another): per (attack, setting, method, steps), each sampler's
+    mean RA and ER over the (class, seed) units both cover, and ER diff = ER(other) - ER(baseline) paired by
+    unit, with bootstrap CIs over those units. Curves are built per sampler, so an oracle point is only ever
+    compared with an unlearned point scored by the same sampler."""
+    df = _frame(data)
+    df = df[df["attack"] != "sampler"]
+    key = ["attack", "setting", "method", "forget_class", "seed", "steps"]
+    curves = []
+    for s in (baseline, other):
+        sub = df[df["sampler"] == s]
+        if sub.empty:
+            return pd.DataFrame()
+        c = curve_table(sub)
+        c["setting"] = c["setting"].str.removesuffix(f" @{s}")  # attack_frame's tag where samplers were mixed
+        curves.append(c[[*key, "ra", "er"]])
+    both = curves[0].merge(curves[1], on=key, suffixes=(f" {baseline}", f" {other}"))
+    rows = []
+    for (attack, setting, method, steps), g in both.groupby(["attack", "setting", "method", "steps"]):
+        row = {"attack": attack, "setting": setting, "method": method, "steps": steps, "units": len(g)}
+        for s in (baseline, other):
+            row[f"RA {s}"] = g[f"ra {s}"].mean()
+            row[f"ER {s}"], row[f"ER {s}_lo"], row[f"ER {s}_hi"] = bootstrap_ci(g[f"er {s}"].to_numpy(), np.mean, n_boot, seed)
+        diff = (g[f"er {other}"] - g[f"er {baseline}"]).to_numpy()
+        row["ER diff"], row["ER diff_lo"], row["ER diff_hi"] = bootstrap_ci(diff, np.mean, n_boot, seed)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -75,3 +75,29 @@ def test_slurm_preset_switches_the_launcher_with_its_knobs():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     for key in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism"):
         assert launcher[key] is not None, key
+
+
+def test_sampler_options_and_keys():
+    """sampler=ddpm is 1000 steps at eta 1 with clipping; the clip switch enters a point's key only when off,
+    so every key made before the switch existed is unchanged."""
+    from evaluation.harness import SamplerSpec
+
+    ddim = SamplerSpec.from_cfg(compose_cfg("relearn", []).sampler)
+    assert ddim.key() == {"steps": 25, "eta": 0.0, "guidance_w": 1.0, "batch_size": 1000}  # the pre-switch key
+    assert ddim.record() == {"name": "ddim", "steps": 25, "eta": 0.0}
+    ddpm = SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler=ddpm"]).sampler)
+    assert (ddpm.steps, ddpm.eta, ddpm.clip) == (1000, 1.0, True) and "clip" not in ddpm.key()
+    off = SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler=ddpm", "sampler.clip=false"]).sampler)
+    assert off.key()["clip"] is False and off.record()["clip"] is False and off.key() != ddpm.key()
+    with pytest.raises(UserError, match="sampler.clip='maybe': use true or false"):
+        SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler.clip=maybe"]).sampler)
+
+
+def test_sampler_labels():
+    from evaluation.records import sampler_name
+
+    assert sampler_name({"sampler": {"name": "ddim", "steps": 25, "eta": 0.0}}) == "DDIM-25"
+    assert sampler_name({"sampler": {"name": "ddim", "steps": 1000, "eta": 1.0}}) == "DDPM-1000"
+    assert sampler_name({"sampler": {"name": "ddim", "steps": 1000, "eta": 1.0, "clip": False}}) == "DDPM-1000 no-clip"
+    assert sampler_name({"sampler": {"name": "ddim", "steps": 25, "eta": 1.0}}) == "DDIM-25 eta=1"
+    assert sampler_name({"sampler": {"name": "ddim", "steps": 50, "eta": 0.5, "clip": True}}) == "DDIM-50 eta=0.5"

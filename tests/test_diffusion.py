@@ -91,3 +91,30 @@ def test_ddim_sample_deterministic_and_nfe(schedule):
     torch.testing.assert_close(a, b)
     assert a.shape == (5, 1, 2, 2) and a.abs().max() <= 1.0 + 1e-6
     assert sampling_nfe(500, 25, 0.0) == 12_500 and sampling_nfe(500, 25, 1.0) == 25_000
+
+
+def test_ddpm_1000_is_ddim_eta1_and_matches_diffusers_ddpm(schedule):
+    """sampler=ddpm (1000 steps, eta 1) is Algorithm 2 with sigma_t^2 = beta~_t: one step of ours equals
+    diffusers' DDPMScheduler (fixed_small variance) with the same noise, x0 clipping on and off."""
+    g = torch.Generator().manual_seed(4)
+    x, eps = 3 * torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    for clip in (True, False):
+        ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=clip,
+                            variance_type="fixed_small")
+        ref.set_timesteps(1000)
+        for t in (999, 500, 3):
+            noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(t))  # what diffusers draws
+            ours = ddim_step(schedule, eps, t, t - 1, x, 1.0, noise, clip_x0=clip)
+            theirs = ref.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
+            torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_clip_switch_changes_samples_only_when_x0_leaves_the_range(schedule):
+    big = Affine(0.0)  # eps = label: with label 0, eps = 0, so x0_hat = x_t / sqrt(a_t): far outside [-1, 1] at large t
+    y = torch.zeros(6, dtype=torch.long)
+    kw = dict(generator=None, batch_size=1000)
+    on = ddim_sample(big, schedule, y, (1, 2, 2), 10, 0.0, 10, **{**kw, "generator": torch.Generator().manual_seed(5)})
+    off = ddim_sample(big, schedule, y, (1, 2, 2), 10, 0.0, 10, **{**kw, "generator": torch.Generator().manual_seed(5)},
+                      clip_x0=False)
+    assert on.abs().max() <= 1.0 + 1e-6
+    assert off.abs().max() > 1.5  # unclipped: x0 = x_T / sqrt(alpha_bar_T), about 150 x_T

@@ -141,3 +141,16 @@ def test_attack_own_checkpoint_folder(tiny_root, tmp_path):
     assert all(r["method"] == f"safemax@{r['model_key']}" for r in own)  # never averaged into safemax's curves
     cached = {r["budget"]["steps"]: r["ra"] for r in relearn_run(cfg) if r["role"] == "unlearned"}
     assert {r["budget"]["steps"]: r["ra"] for r in own} == cached  # same weights, same numbers
+
+
+def test_attacker_sampler_gives_its_own_points_and_labels(tiny_root):
+    """sampler.eta / sampler.clip (the attacker's sampler, REPORT finding 8): new keys for every point, the same
+    models, the switches in the record, other samples; the default sampler's keys stay as before."""
+    base = [*TINY, *TINY_METHOD, *TINY_ATTACK, "attack.lr=2e-4"]
+    default = relearn_run(compose_cfg("relearn", base, tiny_root))
+    stoch = relearn_run(compose_cfg("relearn", [*base, "sampler.eta=1", "sampler.clip=false"], tiny_root))
+    assert not {r["key"] for r in stoch} & {r["key"] for r in default}
+    assert {r["model_key"] for r in stoch} == {r["model_key"] for r in default}
+    assert all(r["sampler"] == {"name": "ddim", "steps": 3, "eta": 1.0, "clip": False} for r in stoch)
+    assert all(r["sampler"] == {"name": "ddim", "steps": 3, "eta": 0.0} for r in default)  # the pre-switch record
+    assert [r["mean_p"] for r in stoch] != [r["mean_p"] for r in default]

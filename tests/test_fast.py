@@ -131,3 +131,31 @@ def test_cifar_gpu_benchmark_smoke_runs_on_cpu():
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert sum(ln.startswith(("naive fp32", "fast")) for ln in lines) == 8
+
+
+class _Scaled(_Exact):
+    """The exact denoiser's noise estimate times `scale` (a shrunk or overshooting model)."""
+
+    def __init__(self, schedule, target, scale):
+        super().__init__(schedule, target)
+        self.scale = scale
+
+    def forward(self, x, t, class_labels=None):
+        out = super().forward(x, t, class_labels)
+        out.sample = self.scale * out.sample
+        return out
+
+
+def test_eps_profile_hand_numbers():
+    """benchmarks/eps_profile.py on data at one image: the exact denoiser has shrink 1 and err 0 at every t; a
+    model predicting 1.5 eps has shrink 2.25 and err 0.25; one predicting 0 (SAFEMax's optimum) 0 and 1."""
+    from benchmarks.eps_profile import T_GRID, profile
+
+    schedule = Schedule.linear()
+    target = torch.linspace(-0.9, 0.9, 64).view(1, 1, 8, 8).repeat(5, 1, 1, 1)
+    for scale, shrink, err in [(1.0, 1.0, 0.0), (1.5, 2.25, 0.25), (0.0, 0.0, 1.0)]:
+        rows = profile(_Scaled(schedule, target[:1], scale), schedule, target, fc=0, w=1.0)
+        assert set(rows) == set(T_GRID)
+        for t, (s, e, e_w) in rows.items():
+            assert s == pytest.approx(shrink, abs=1e-3) and e == pytest.approx(err, abs=1e-3), (scale, t)
+            assert e_w == pytest.approx(err, abs=1e-3)  # guidance of a label-blind model changes nothing

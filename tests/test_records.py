@@ -82,6 +82,28 @@ def test_artifact_built_once_keyed_by_spec_and_atomic(tmp_path):
     assert not list((tmp_path / "thing").glob(".*tmp*"))
 
 
+def test_artifact_build_that_fails_a_read_outside_the_cache_is_not_called_a_write_failure(tmp_path):
+    """A build that cannot read an input (here a missing file outside the cache) re-raises that OSError with its
+    path, for the top-level handler; a failed write into the cache becomes 'cannot write ... paths.artifacts'."""
+    from unlearn.errors import UserError
+
+    missing = tmp_path / "inputs" / "nope.bin"
+
+    def reads(folder):
+        missing.read_bytes()
+
+    with pytest.raises(FileNotFoundError) as e:
+        artifact(tmp_path / "cache", "thing", {"lr": 4}, reads)
+    assert e.value.filename == str(missing)
+
+    def writes(folder):
+        raise OSError(28, "No space left on device", str(folder / "w.bin"))
+
+    with pytest.raises(UserError, match=r"cannot write .*thing.* \(disk or quota full\); free space or set paths.artifacts"):
+        artifact(tmp_path / "cache", "thing", {"lr": 5}, writes)
+    assert not list((tmp_path / "cache" / "thing").glob(".*tmp*"))
+
+
 def test_replace_rewrites_only_that_key_and_keeps_order(tmp_path):
     p = tmp_path / "records.jsonl"
     for k in "abc":

@@ -217,3 +217,65 @@ def test_a_point_failing_a_guard_gets_no_recovery_credit():
     from evaluation.summary import ra_budget_table
     t = ra_budget_table(recs, n_boot=50).set_index("steps")
     assert t.loc[100, "on-data RA safemax"] == pytest.approx(0.35) and t.loc[100, "min retained RA"] == 0.5
+
+
+def test_sampler_comparison_pairs_units_and_never_mixes_samplers(tmp_path):
+    """Two samplers over the same units: ER is built per sampler (an oracle point scored by DDPM never meets an
+    unlearned point scored by DDIM) and the difference is paired by unit. Hand numbers: under DDIM the
+    unlearned/oracle at 10 steps are 0.3/0.1 (ER 0.2) in both units; under DDPM 0.9/0.3 (unit 0) and
+    0.7/0.3 (unit 1): ER 0.6 and 0.4, mean 0.5, paired diff mean 0.3."""
+    import json
+
+    from evaluation.report import build_report, sampler_section
+    from evaluation.summary import sampler_comparison
+
+    ddpm = {"name": "ddim", "steps": 1000, "eta": 1.0}
+    recs = []
+    for seed in (0, 1):
+        kw = dict(seed=seed, setting="default", study="s1")
+        recs += _hand(**kw)
+        hi = 0.9 if seed == 0 else 0.7
+        kw2 = dict(seed=seed, setting="default", study="s2", sampler=ddpm, device="cpu (1 thread)")
+        recs += (_curve("original", [0.95, 0.95, 0.95], **kw2) + _curve("unlearned", [0.1, hi, 1.0], "safemax", **kw2)
+                 + _curve("oracle", [0.0, 0.3, 0.6], **kw2))
+    for i, r in enumerate(recs):  # keys must differ between samplers
+        r["key"] += f"/{r['sampler']['steps']}"
+        r.update(dataset="digits", model="small", judge_id="j", judge_test_accuracy=0.98, code_version="abc",
+                 time=f"2026-01-01T00:00:{i:02d}")
+    from evaluation.summary import attack_frame
+
+    frame = attack_frame(recs)
+    assert set(frame["sampler"]) == {"DDIM-10", "DDPM-1000"}
+    assert set(frame["setting"]) == {"default @DDIM-10", "default @DDPM-1000"}  # mixed samplers never share a curve
+    ct = curve_table(frame).set_index(["setting", "seed", "steps"])
+    assert ct.loc[("default @DDPM-1000", 1, 10), "er"] == pytest.approx(0.4)
+    t = sampler_comparison(frame, "DDIM-10", "DDPM-1000").set_index("steps")
+    assert t.loc[10, "units"] == 2 and t.loc[10, "setting"] == "default"
+    assert t.loc[10, "ER DDIM-10"] == pytest.approx(0.2) and t.loc[10, "ER DDPM-1000"] == pytest.approx(0.5)
+    assert t.loc[10, "ER diff"] == pytest.approx(0.3)
+    assert t.loc[10, "ER diff_lo"] == pytest.approx(0.2) and t.loc[10, "ER diff_hi"] == pytest.approx(0.4)
+    assert t.loc[100, "ER diff"] == pytest.approx((1.0 - 0.6) - (0.7 - 0.4))
+    for r in recs:  # the report compares with the defender's DDIM-25
+        if r["sampler"]["steps"] == 10:
+            r["sampler"] = {"name": "ddim", "steps": 25, "eta": 0.0}
+    assert "**digits, model small: DDPM-1000** (study s2) against **DDIM-25** (study s1)" in sampler_section(recs)
+    assert "No relearning study" in sampler_section([r for r in recs if r["sampler"]["steps"] == 25])
+    other = [{**r, "dataset": "mnist", "key": r["key"] + "/m"} for r in recs]  # another dataset: its own pairing
+    both = sampler_section(recs + other)
+    assert "**digits, model small: DDPM-1000**" in both and "**mnist, model small: DDPM-1000**" in both
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    once = build_report(path, tmp_path / "REPORT.md")
+    assert "BEGIN GENERATED: samplers" in once and build_report(path, tmp_path / "REPORT.md") == once
+
+
+def test_sampler_probes_do_not_count_as_a_second_sampler():
+    """A study's sampler probes run their own (w, eta) grid: their records must not tag the study's budget
+    curves as 'mixed samplers' (which would rename every setting)."""
+    from evaluation.summary import attack_frame
+
+    recs = _hand() + [_rec("unlearned", 0, 0.2, method="safemax", attack="sampler", setting="w=4 eta=1",
+                           sampler={"name": "ddim", "steps": 10, "eta": 1.0})]
+    frame = attack_frame(recs)
+    assert set(frame["setting"]) == {"full k=10", "w=4 eta=1"}
+    assert set(frame["sampler"]) == {"DDIM-10", "DDIM-10 eta=1"}

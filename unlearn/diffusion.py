@@ -125,23 +125,24 @@ def ddim_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: t
 
 def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, null_class: int,
               guidance_w: float, num_steps: int = 25, eta: float = 0.0,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, clip_x0: bool = True) -> torch.Tensor:
     """Guided DDIM from noise x (x_T) to x_0 for one batch. Differentiable: attacks that optimise through
-    the sampler call it under autograd; `ddim_sample` wraps it in inference mode."""
+    the sampler call it under autograd; `ddim_sample` wraps it in inference mode. num_steps = 1000 with
+    eta = 1 is ancestral DDPM with the posterior variance beta~_t (Ho et al. 2020, sigma_t^2 = beta~_t)."""
     steps = ddim_timesteps(schedule.num_train_timesteps, num_steps)
     for i, t in enumerate(steps):
         t_prev = steps[i + 1] if i + 1 < len(steps) else -1
         t_batch = torch.full((labels.shape[0],), t, device=x.device, dtype=torch.long)
         eps = guided_eps(model, x, t_batch, labels, null_class, guidance_w)
         noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
-        x = ddim_step(schedule, eps, t, t_prev, x, eta, noise)
+        x = ddim_step(schedule, eps, t, t_prev, x, eta, noise, clip_x0)
     return x
 
 
 @torch.inference_mode()
 def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
                 null_class: int, guidance_w: float, num_steps: int = 25, eta: float = 0.0,
-                generator: torch.Generator | None = None, batch_size: int = 1000) -> torch.Tensor:
+                generator: torch.Generator | None = None, batch_size: int = 1000, clip_x0: bool = True) -> torch.Tensor:
     """Guided DDIM sampling for `labels`; returns images in [-1, 1], shape [N, C, H, W] on CPU.
 
     Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2)."""
@@ -150,8 +151,15 @@ def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tu
     for start in range(0, labels.shape[0], batch_size):
         y = labels[start:start + batch_size].to(device)
         x = torch.randn((y.shape[0], *image_shape), generator=generator).to(device)
-        out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator).float().cpu())
+        out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator,
+                             clip_x0).float().cpu())
     return torch.cat(out)
+
+
+def sampler_label(steps: int, eta: float, clip: bool = True) -> str:
+    """A sampler's name in tables: DDIM-25, DDPM-1000 (eta 1 over all 1000 steps), DDIM-50 eta=0.5, ... no-clip."""
+    name = f"DDPM-{steps}" if eta == 1 and steps == 1000 else f"DDIM-{steps}" + (f" eta={eta:g}" if eta else "")
+    return name + ("" if clip else " no-clip")
 
 
 def sampling_nfe(n: int, num_steps: int, guidance_w: float) -> int:
