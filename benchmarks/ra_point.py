@@ -86,11 +86,13 @@ def load_model(ctx, role: str, relearn_steps: int = 30, k: int = 10):
 
 def parse_sampler(spec: str) -> tuple[int, float, bool]:
     """'ddim-50' -> (50, 0, clip); 'ddpm-1000' -> (1000, 1, clip); suffixes '-eta<e>' and '-noclip'."""
-    m = re.fullmatch(r"(ddim|ddpm)-(\d+)(?:-eta([0-9.]+))?(-noclip)?", spec)
-    if not m:
-        raise SystemExit(f"error: --samplers entry {spec!r}: use ddim-<steps>[-eta<e>][-noclip] or ddpm-1000[-noclip]")
-    eta = float(m.group(3)) if m.group(3) else (1.0 if m.group(1) == "ddpm" else 0.0)
-    return int(m.group(2)), eta, m.group(4) is None
+    m = re.fullmatch(r"ddim-(\d+)(?:-eta(\d+(?:\.\d+)?))?(-noclip)?|ddpm-1000(-noclip)?", spec)
+    if not m or (m.group(1) and not 1 <= int(m.group(1)) <= 1000):
+        raise SystemExit(f"error: --samplers entry {spec!r}: use ddim-<steps 1..1000>[-eta<e>][-noclip] or "
+                         "ddpm-1000[-noclip]")
+    if m.group(1) is None:  # ddpm-1000
+        return 1000, 1.0, m.group(4) is None
+    return int(m.group(1)), float(m.group(2) or 0.0), m.group(3) is None
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> Path:
     x, _ = sample_labels(ctx.load(ctx.unlearned()), ctx, ev, labels, ctx.seed)
     rows = {(f"{c} (forgotten)" if c == ctx.forget_class else str(c)): x[labels == c].numpy() for c in range(k)}
     path = (Path(cfg.paths.results) / "grids" /
-            f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}_s{ctx.seed}_w{cfg.sampler.guidance_w}.png")
+            f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}_s{ctx.seed}_w{cfg.sampler.guidance_w}{ev.variant}.png")
     sample_grid(rows, path, title=f"{ctx.method_label}: samples per label (forgot class {ctx.forget_class}), "
                                   f"{sampler_label(ev.steps, ev.eta, ev.clip)} w={ev.guidance_w}")
     print(path)

@@ -26,7 +26,7 @@ from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, existing_keys, read_records
 from unlearn.artifacts import artifact, key_of
-from unlearn.diffusion import ddim_sample, sampling_nfe
+from unlearn.diffusion import ddim_sample, sampler_label, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_text
 from unlearn.model import Timer, code_version, device_name, null_class
@@ -62,6 +62,12 @@ class SamplerSpec:
         """The sampler's part of a point's key: `clip` enters only when off, so keys made before the
         switch existed (clipping always on) stay valid."""
         return {k: v for k, v in asdict(self).items() if k != "clip" or not v}
+
+    @property
+    def variant(self) -> str:
+        """A suffix for output paths ("" for deterministic clipped DDIM, else e.g. "@DDPM-1000"), so an attacker's
+        sampler never overwrites the default run's figures and sample strips."""
+        return "" if self.eta == 0 and self.clip else "@" + sampler_label(self.steps, self.eta, self.clip).replace(" ", "_")
 
     def record(self) -> dict:
         """The sampler as records carry it ({"name": "ddim", "steps", "eta"}, plus "clip": false when off);
@@ -164,7 +170,7 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
     if per_class < 0:
         raise UserError(f"eval.n_retained_per_class={per_class}: use 0 (no guards) or more")
     budgets = check_budgets(cfg.attack.budgets)
-    out_dir = _run_dir(cfg) / (subdir or _slug(setting))
+    out_dir = _run_dir(cfg) / ((subdir or _slug(setting)) + ("" if sampling_is_attack else ev.variant))
     records_path = Path(cfg.paths.results) / "records.jsonl"
     overwrite = bool(cfg.get("overwrite"))  # recompute points that are already recorded (and replace them)
     roles = _roles(cfg, ctx)

@@ -45,7 +45,7 @@ def _devices(recs: list[dict]) -> str:
 def guidance_section(records: list[dict]) -> str:
     recs = [r for r in records if r.get("kind") == "class_accuracy" and r["method"] in ("original", "oracle")]
     # the original's records repeat once per forget class (same model, same samples): keep one per setting
-    recs = list({(r["dataset"], r["model_key"], r["guidance_w"], r["sampler"]["steps"], r["n_per_class"]): r
+    recs = list({(r["dataset"], r["model_key"], r["guidance_w"], sampler_name(r), r["n_per_class"]): r
                  for r in reversed(recs)}.values())[::-1]
     if not recs:
         return "_No class-accuracy records of the original model yet: run the command below._"
@@ -66,7 +66,7 @@ def unlearning_section(records: list[dict]) -> str:
     if not recs:
         return "_No class-accuracy records yet._"
     def where(r):  # the original model's record that a row is compared with
-        return (r["dataset"], r.get("model"), r["guidance_w"], r["sampler"]["steps"], r["forget_class"], r.get("seed"))
+        return (r["dataset"], r.get("model"), r["guidance_w"], sampler_name(r), r["forget_class"], r.get("seed"))
 
     orig = {where(r): r["retained_mean_ra"] for r in recs if r["method"] == "original"}
     rows = []
@@ -258,8 +258,8 @@ def table_section(records: list[dict]) -> str:
     if not recs:
         return "_No class-accuracy records with FID yet._"
     parts = []
-    for (dataset, w) in sorted({(r["dataset"], r["guidance_w"]) for r in recs}):
-        sub = [r for r in recs if r["dataset"] == dataset and r["guidance_w"] == w]
+    for (dataset, w, smp) in sorted({(r["dataset"], r["guidance_w"], sampler_name(r)) for r in recs}):
+        sub = [r for r in recs if (r["dataset"], r["guidance_w"], sampler_name(r)) == (dataset, w, smp)]
         parts.append(f"**{dataset}, w = {w}**, {sub[0]['n_per_class']} samples per class, {sampler_name(sub[0])}, "
                      f"judge {sub[0]['judge_id']}; FID on {sub[0]['fid_features']} features. Device: {_devices(sub)}. "
                      "Mean ± std over the forgotten classes listed in `classes`.\n\n"

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.records import sampler_name
+from unlearn.diffusion import sampler_label
 from unlearn.errors import UserError
 
 UNIT = ["forget_class", "seed"]
@@ -45,13 +46,19 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
         if c not in df:
             df[c] = np.nan
     df["steps"] = df["budget_steps"]
-    # The evaluation sampler (DDIM-25, DDPM-1000, ...). Records scored by different samplers must never share a
-    # curve (an oracle point under one against an unlearned point under another): where a frame holds several,
-    # each setting is tagged with its sampler. Sampler probes are left alone: their sampler is the attack.
+    # How a point was scored: the sampler (DDIM-25, DDPM-1000, ...) and guidance w. Points scored differently
+    # must never share a curve (an oracle point under one sampler against an unlearned point under another):
+    # `scoring` names it, and where a frame holds several, each setting is tagged " @<scoring>". Sampler probes
+    # pick w and eta themselves (their setting names both), so for them only the rest of the sampler counts.
     df["sampler"] = [sampler_name(r) for r in recs]
-    scored = df["attack"] != "sampler"
-    if df.loc[scored, "sampler"].nunique() > 1:
-        df.loc[scored, "setting"] = df.loc[scored, "setting"] + " @" + df.loc[scored, "sampler"]
+    probe = (df["attack"] == "sampler").to_numpy()
+    many_w = df.loc[~probe, "guidance_w"].nunique() > 1
+    df["scoring"] = [sampler_label(int(r["sampler"]["steps"]), 0.0, r["sampler"].get("clip", True) is not False)
+                     if p else sampler_name(r) + (f" w={r['guidance_w']:g}" if many_w else "")
+                     for r, p in zip(recs, probe)]
+    for part in (probe, ~probe):
+        if df.loc[part, "scoring"].nunique() > 1:
+            df.loc[part, "setting"] = df.loc[part, "setting"] + " @" + df.loc[part, "scoring"]
     # Budget 0 is the untouched model under the defender's sampler, except where the attack changes the model
     # or the sampler before its first step: sampler probes, and embedding inversion from another row.
     init = df["attack_params_init"] if "attack_params_init" in df else pd.Series(np.nan, index=df.index)
@@ -104,13 +111,20 @@ def _role_label(df: pd.DataFrame) -> pd.Series:
 def _at_zero(ref: pd.DataFrame, on: pd.DataFrame, keys: list[str]) -> np.ndarray:
     """RA of `ref` at budget 0, untouched model (see attack_frame), for each row of `on`, matched on `keys`
     (attack and setting among them); where absent, the mean over `ref`'s untouched budget-0 points of any
-    setting with the other keys equal."""
+    setting with the other keys equal (the same scoring too, except for sampler probes: they choose their own
+    sampler, and their reference is the untouched model as scored by any)."""
     z = ref[(ref["steps"] == 0) & ref["unattacked"]]
-    exact = on[keys].merge(z.groupby(keys, as_index=False)["ra"].mean(), on=keys, how="left")["ra"]
+
+    def mean_over(by: list[str]) -> np.ndarray:
+        return on[by].merge(z.groupby(by, as_index=False)["ra"].mean(), on=by, how="left")["ra"].to_numpy(float)
+
+    exact = mean_over(keys)
     loose = [k for k in keys if k not in ("attack", "setting")]
-    fb = z.groupby(loose, as_index=False)["ra"].mean()
-    fallback = on[loose].merge(fb, on=loose, how="left")["ra"]
-    return exact.fillna(fallback).to_numpy(float)
+    fallback = mean_over(loose)
+    probe = on["attack"].to_numpy() == "sampler"
+    if probe.any() and "scoring" in loose:
+        fallback = np.where(probe, mean_over([k for k in loose if k != "scoring"]), fallback)
+    return np.where(np.isnan(exact), fallback, exact)
 
 
 def curve_table(df) -> pd.DataFrame:
@@ -127,7 +141,7 @@ def curve_table(df) -> pd.DataFrame:
     u = df[df["role"] == "unlearned"].reset_index(drop=True)
     if u.empty:
         raise UserError("no attack records of role 'unlearned'; attack an unlearned model (unlearned=<method>)")
-    ref = ["forget_class", "seed", "attack", "setting", "n"]
+    ref = ["forget_class", "seed", "attack", "setting", "n", "scoring"]
     u["ra_orig"] = _at_zero(df[df["role"] == "original"], u, ref)
     u["ra_u"] = _at_zero(u, u, ["method", *ref])
     oracle = df[df["role"] == "oracle"].groupby([*ref, "steps"], as_index=False)["ra"].mean()
@@ -144,8 +158,8 @@ def curve_table(df) -> pd.DataFrame:
     u["nr_oracle"] = (u["ra_oracle"] - u["ra_u"]) / span
     extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
              "run_id"]
-    cols = [*CURVE_KEY, "ra", "ra_guarded", "guard_ok", "ra_orig", "ra_u", "nr", "ra_oracle", "er", "nr_oracle",
-            *GUARDS, *HITS]
+    cols = [*CURVE_KEY, "scoring", "ra", "ra_guarded", "guard_ok", "ra_orig", "ra_u", "nr", "ra_oracle", "er",
+            "nr_oracle", *GUARDS, *HITS]
     cols += [c for c in extra if c in u]
     return u[cols].sort_values(CURVE_KEY).reset_index(drop=True)
 
@@ -392,19 +406,20 @@ def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed
     compared with an unlearned point scored by the same sampler."""
     df = _frame(data)
     df = df[df["attack"] != "sampler"]
-    key = ["attack", "setting", "method", "forget_class", "seed", "steps"]
+    key = ["attack", "setting", "method", "forget_class", "seed", "n", "w", "steps"]
     curves = []
     for s in (baseline, other):
         sub = df[df["sampler"] == s]
         if sub.empty:
             return pd.DataFrame()
         c = curve_table(sub)
-        c["setting"] = c["setting"].str.removesuffix(f" @{s}")  # attack_frame's tag where samplers were mixed
+        c["w"] = c["scoring"].str.removeprefix(s)  # " w=1" where the frame mixes guidance weights, else ""
+        c["setting"] = [t.removesuffix(f" @{sc}") for t, sc in zip(c["setting"], c["scoring"])]
         curves.append(c[[*key, "ra", "er"]])
     both = curves[0].merge(curves[1], on=key, suffixes=(f" {baseline}", f" {other}"))
     rows = []
-    for (attack, setting, method, steps), g in both.groupby(["attack", "setting", "method", "steps"]):
-        row = {"attack": attack, "setting": setting, "method": method, "steps": steps, "units": len(g)}
+    for (attack, setting, method, n, w, steps), g in both.groupby(["attack", "setting", "method", "n", "w", "steps"]):
+        row = {"attack": attack, "setting": setting + w, "method": method, "n": n, "steps": steps, "units": len(g)}
         for s in (baseline, other):
             row[f"RA {s}"] = g[f"ra {s}"].mean()
             row[f"ER {s}"], row[f"ER {s}_lo"], row[f"ER {s}_hi"] = bootstrap_ci(g[f"er {s}"].to_numpy(), np.mean, n_boot, seed)

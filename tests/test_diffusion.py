@@ -102,7 +102,7 @@ def test_ddpm_1000_is_ddim_eta1_and_matches_diffusers_ddpm(schedule):
         ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=clip,
                             variance_type="fixed_small")
         ref.set_timesteps(1000)
-        for t in (999, 500, 3):
+        for t in (999, 500, 3, 0):  # t = 0: the last step, no noise (t_prev = -1)
             noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(t))  # what diffusers draws
             ours = ddim_step(schedule, eps, t, t - 1, x, 1.0, noise, clip_x0=clip)
             theirs = ref.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
@@ -118,3 +118,16 @@ def test_clip_switch_changes_samples_only_when_x0_leaves_the_range(schedule):
                       clip_x0=False)
     assert on.abs().max() <= 1.0 + 1e-6
     assert off.abs().max() > 1.5  # unclipped: x0 = x_T / sqrt(alpha_bar_T), about 150 x_T
+
+    class ZeroX0(torch.nn.Module):  # eps = x_t / sqrt(1 - alpha_bar_t): x0_hat = 0 always, inside the range
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, class_labels):
+            out = x / (1 - schedule.alpha_bar[t]).sqrt().view(-1, 1, 1, 1)
+            return type("R", (), {"sample": out})()
+
+    inside = [ddim_sample(ZeroX0(), schedule, y, (1, 2, 2), 10, 0.0, 10, generator=torch.Generator().manual_seed(5),
+                          eta=1.0, clip_x0=c) for c in (True, False)]
+    torch.testing.assert_close(inside[0], inside[1])

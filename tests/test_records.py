@@ -95,6 +95,9 @@ def test_artifact_build_that_fails_a_read_outside_the_cache_is_not_called_a_writ
     with pytest.raises(FileNotFoundError) as e:
         artifact(tmp_path / "cache", "thing", {"lr": 4}, reads)
     assert e.value.filename == str(missing)
+    missing = tmp_path / "cache" / "base" / "0123" / "w.safetensors"  # a parent artifact inside the cache
+    with pytest.raises(FileNotFoundError):
+        artifact(tmp_path / "cache", "thing", {"lr": 4}, reads)
 
     def writes(folder):
         raise OSError(28, "No space left on device", str(folder / "w.bin"))

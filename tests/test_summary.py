@@ -255,6 +255,10 @@ def test_sampler_comparison_pairs_units_and_never_mixes_samplers(tmp_path):
     assert t.loc[10, "ER diff"] == pytest.approx(0.3)
     assert t.loc[10, "ER diff_lo"] == pytest.approx(0.2) and t.loc[10, "ER diff_hi"] == pytest.approx(0.4)
     assert t.loc[100, "ER diff"] == pytest.approx((1.0 - 0.6) - (0.7 - 0.4))
+    # a second DDIM study of the same units at another N pairs with nothing: units are not counted twice
+    more = [{**r, "n": 500, "key": r["key"] + "/500"} for r in recs if r["sampler"]["steps"] == 10]
+    t2 = sampler_comparison(attack_frame(recs + more), "DDIM-10", "DDPM-1000").set_index("steps")
+    assert t2.loc[10, "units"] == 2 and t2.loc[10, "ER diff"] == pytest.approx(0.3)
     for r in recs:  # the report compares with the defender's DDIM-25
         if r["sampler"]["steps"] == 10:
             r["sampler"] = {"name": "ddim", "steps": 25, "eta": 0.0}
@@ -279,3 +283,36 @@ def test_sampler_probes_do_not_count_as_a_second_sampler():
     frame = attack_frame(recs)
     assert set(frame["setting"]) == {"full k=10", "w=4 eta=1"}
     assert set(frame["sampler"]) == {"DDIM-10", "DDIM-10 eta=1"}
+
+
+def test_points_scored_differently_never_share_a_curve_or_a_reference():
+    """Review defects: a DDPM curve without its own budget-0 original gets no RA_orig from the DDIM one; curves at
+    two guidance weights stay apart; sampler probes at two step counts stay apart (the probe's setting names only
+    w and eta), and probes still take their reference from the untouched model."""
+    from evaluation.summary import attack_frame
+
+    ddpm = {"name": "ddim", "steps": 1000, "eta": 1.0}
+    recs = _hand() + [r for r in _hand(sampler=ddpm) if r["role"] != "original"]
+    for i, r in enumerate(recs):
+        r["key"] += f"/{r['sampler']['steps']}/{i}"
+    c = curve_table(attack_frame(recs)).set_index(["scoring", "steps"])
+    assert c.loc[("DDIM-10", 10), "ra_orig"] == pytest.approx(0.9)
+    assert np.isnan(c.loc[("DDPM-1000", 10), "ra_orig"]) and np.isnan(c.loc[("DDPM-1000", 10), "nr"])
+    assert c.loc[("DDPM-1000", 10), "er"] == pytest.approx(0.3 - 0.1)  # its own oracle's point
+
+    two_w = _hand() + [{**r, "guidance_w": 4.0, "ra": r["ra"] / 2, "key": r["key"] + "/w4"} for r in _hand()]
+    f = attack_frame(two_w)
+    assert set(f["setting"]) == {"full k=10 @DDIM-10 w=2", "full k=10 @DDIM-10 w=4"}
+    c = curve_table(f).set_index(["setting", "steps"])
+    assert c.loc[("full k=10 @DDIM-10 w=4", 10), "ra_orig"] == pytest.approx(0.45)
+
+    probes = [_rec(role, 0, ra, method=m, attack="sampler", setting="w=4 eta=1", sampler=smp,
+                   key=f"p/{role}/{smp['steps']}")
+              for smp in ({"name": "ddim", "steps": 10, "eta": 1.0}, {"name": "ddim", "steps": 1000, "eta": 1.0})
+              for role, m, ra in [("original", None, 1.0), ("unlearned", "safemax", 0.5)]]
+    f = attack_frame(_hand() + probes)
+    assert set(f.loc[f["attack"] == "sampler", "setting"]) == {"w=4 eta=1 @DDIM-10", "w=4 eta=1 @DDIM-1000"}  # steps (and clip) only
+    assert set(f.loc[f["attack"] != "sampler", "setting"]) == {"full k=10"}
+    c = curve_table(f)
+    p = c[c["attack"] == "sampler"]
+    assert len(p) == 2 and np.allclose(p["ra_u"], 0.1) and np.allclose(p["ra_orig"], 0.9)  # the untouched SAFEMax, any scoring

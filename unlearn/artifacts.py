@@ -67,8 +67,8 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as e:
-            if e.filename and not Path(e.filename).resolve().is_relative_to(root.resolve()):
-                raise  # a read (or write) outside the cache failed: the top-level handler names that path
+            if e.filename and not Path(e.filename).resolve().is_relative_to(final.parent.resolve()):
+                raise  # not this artifact's folder (e.g. reading data or a parent artifact): the top-level handler names it
             raise write_error(final, e, "paths.artifacts") from e
         except Exception as e:  # safetensors reports a failed write as its own error type, with the errno
             m = re.search(r"I/O error: .*os error (\d+)", str(e))
