@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.records import read_records
+from evaluation.records import read_records, sampler_name
 from unlearn.errors import UserError
 
 COLUMNS = {  # output column -> function of a record
@@ -52,9 +52,11 @@ def _variant_names(recs: list[dict]) -> dict[tuple, str]:
     return names
 
 
-def unlearning_table(records: list[dict], dataset: str = "digits", w: float | None = None) -> pd.DataFrame:
+def unlearning_table(records: list[dict], dataset: str = "digits", w: float | None = None,
+                     sampler: str | None = None) -> pd.DataFrame:
     recs = [r for r in records if r.get("kind") == "class_accuracy" and r["dataset"] == dataset
-            and "fid_retained" in r and (w is None or r["guidance_w"] == w)]
+            and "fid_retained" in r and (w is None or r["guidance_w"] == w)
+            and (sampler is None or sampler_name(r) == sampler)]
     if not recs:
         raise UserError(f"no class-accuracy records with FID for dataset={dataset}, w={w}; run "
                         "python -m evaluation.classes --multirun unlearned=<methods> data.forget_class=0,1,...")
@@ -63,6 +65,10 @@ def unlearning_table(records: list[dict], dataset: str = "digits", w: float | No
         if len(values) > 1:
             raise UserError(f"class-accuracy records of {dataset} differ in {field} ({sorted(values)}); "
                             f"pick one (e.g. --w) so that rows are comparable")
+    samplers = {sampler_name(r) for r in recs}
+    if len(samplers) > 1:
+        raise UserError(f"class-accuracy records of {dataset} were scored by several samplers ({sorted(samplers)}); "
+                        "pick one with --sampler so that rows are comparable")
     names = _variant_names(recs)
     rows = []
     for r in recs:
@@ -88,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", default=str(Path("results") / "records.jsonl"))
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--w", type=float, default=None, help="guidance weight of the records to use (default: all)")
+    ap.add_argument("--sampler", default=None, help="evaluation sampler of the records to use, e.g. DDIM-25 (default: all)")
     a = ap.parse_args(argv)
     try:
-        print(unlearning_table(read_records(a.records), a.dataset, a.w).to_string())
+        print(unlearning_table(read_records(a.records), a.dataset, a.w, a.sampler).to_string())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -44,7 +44,8 @@ def _rec(method, fc, ra, noise, args=None, fidv=1.0):
     return {"kind": "class_accuracy", "dataset": "digits", "guidance_w": 1.0, "method": method, "forget_class": fc,
             "method_args": args or {}, "forget_ra": ra, "per_class_entropy": {k: 0.5}, "per_class_mean_p": {k: ra},
             "forget_noise": noise, "forget_in_dist_other": 1 - ra - noise, "retained_mean_ra": 0.9,
-            "fid_retained": fidv, "unlearn": {"wall_s": 2.0, "sample_gradients": 100, "prior_wall_s": 0.0}}
+            "fid_retained": fidv, "unlearn": {"wall_s": 2.0, "sample_gradients": 100, "prior_wall_s": 0.0},
+            "sampler": {"name": "ddim", "steps": 25, "eta": 0.0}}
 
 
 def test_unlearning_table_on_fixture_records():
@@ -57,6 +58,11 @@ def test_unlearning_table_on_fixture_records():
     assert t.loc["salun", "other class"] == "1.000 ± 0.000" and t.loc["salun", "FID retained"] == "3.000 ± 0.000"
     with pytest.raises(UserError, match="no class-accuracy records"):
         unlearning_table(recs, dataset="mnist")
+    ddpm = [{**r, "sampler": {"name": "ddim", "steps": 1000, "eta": 1.0}, "forget_ra": 0.0} for r in recs]
+    with pytest.raises(UserError, match=r"several samplers \(\['DDIM-25', 'DDPM-1000'\]\); pick one with --sampler"):
+        unlearning_table(recs + ddpm)
+    assert unlearning_table(recs + ddpm, sampler="DDIM-25").equals(t)
+    assert unlearning_table(recs + ddpm, sampler="DDPM-1000").loc["safemax", "UA"] == "1.000 ± 0.000"
 
 
 def test_report_builder_is_idempotent_and_keeps_hand_text(tmp_path):
