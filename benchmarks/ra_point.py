@@ -9,8 +9,9 @@ label c_f are drawn by each sampler and scored by the judge:
 - `ddpm-1000`: the same code with 1000 steps and eta = 1, i.e. ancestral DDPM with the posterior
   variance beta~_t and x0 clipping (the naive protocol below uses sigma_t^2 = beta_t and no clipping: the
   same number of network evaluations, a slightly different sampler);
-- more with --samplers, e.g. `ddim-25-eta1` (DDIM-25, eta 1), `ddpm-1000-noclip` (no x0 clipping):
-  the ablation of REPORT finding 8;
+- more with --samplers, e.g. `ddim-25-eta1` (DDIM-25, eta 1), `ddpm-1000-noclip` (no x0 clipping), and
+  split samplers, `split-25-500-s-d` (DDIM-25, stochastic for t >= 500, deterministic below; modes d, s,
+  dn, sn: deterministic / stochastic, with or without clipping): the ablations of REPORT section 6;
 - `ddpm-1000 naive`: the testbed protocol written the plain way, here: Algorithm 2 of Ho et al. 2020
   (sigma_t^2 = beta_t), 1000 steps, the conditional and the null pass as two separate forwards, float32,
   torch.no_grad only, one batch of N.
@@ -28,7 +29,7 @@ import time
 import torch
 
 from attacks.relearn import relearn
-from unlearn.diffusion import ddim_sample
+from unlearn.diffusion import ddim_sample, ddim_step, ddim_timesteps, guided_eps
 from unlearn.fast import Fast
 from unlearn.model import null_class
 
@@ -84,6 +85,37 @@ def load_model(ctx, role: str, relearn_steps: int = 30, k: int = 10):
     return model, name
 
 
+SPLIT_MODES = {"d": (0.0, True), "s": (1.0, True), "dn": (0.0, False), "sn": (1.0, False)}
+
+
+@torch.inference_mode()
+def split_sample(model, schedule, labels, image_shape, null: int, w: float, steps: int, t_split: int,
+                 above: tuple[float, bool], below: tuple[float, bool], gen: torch.Generator) -> torch.Tensor:
+    """Guided DDIM whose (eta, clip) is `above` for steps with t >= t_split and `below` for the rest: which
+    part of the trajectory needs stochasticity or clipping (REPORT section 6)."""
+    dev = next(model.parameters()).device
+    y = labels.to(dev)
+    x = torch.randn((len(labels), *image_shape), generator=gen).to(dev)
+    ts = ddim_timesteps(schedule.num_train_timesteps, steps)
+    for i, t in enumerate(ts):
+        eta, clip = above if t >= t_split else below
+        eps = guided_eps(model, x, torch.full_like(y, t), y, null, w)
+        noise = torch.randn(x.shape, generator=gen).to(dev) if eta > 0 else None
+        x = ddim_step(schedule, eps, t, ts[i + 1] if i + 1 < len(ts) else -1, x, eta, noise, clip)
+    return x.float().cpu()
+
+
+def parse_split(spec: str) -> tuple[int, int, tuple, tuple] | None:
+    """'split-25-500-s-d' -> (25 steps, t_split 500, above = stochastic clipped, below = deterministic clipped);
+    modes: d (eta 0, clip), s (eta 1, clip), dn / sn (the same without clipping). None if not a split spec."""
+    m = re.fullmatch(r"split-(\d+)-(\d+)-(d|s|dn|sn)-(d|s|dn|sn)", spec)
+    if not spec.startswith("split-"):
+        return None
+    if not m or not 1 <= int(m.group(1)) <= 1000:
+        raise SystemExit(f"error: --samplers entry {spec!r}: use split-<steps>-<t>-<above>-<below>, modes d s dn sn")
+    return int(m.group(1)), int(m.group(2)), SPLIT_MODES[m.group(3)], SPLIT_MODES[m.group(4)]
+
+
 def parse_sampler(spec: str) -> tuple[int, float, bool]:
     """'ddim-50' -> (50, 0, clip); 'ddpm-1000' -> (1000, 1, clip); suffixes '-eta<e>' and '-noclip'."""
     m = re.fullmatch(r"ddim-(\d+)(?:-eta(\d+(?:\.\d+)?))?(-noclip)?|ddpm-1000(-noclip)?", spec)
@@ -117,16 +149,21 @@ def main() -> None:
     judge = get_judge(ctx, cfg.judge)
     w, fc, dev = float(cfg.sampler.guidance_w), ctx.forget_class, ctx.device
     labels = torch.full((a.n,), fc)
-    samplers = [(spec, *parse_sampler(spec)) for spec in a.samplers.split(",")]
+    samplers = [(spec, *(parse_split(spec) or parse_sampler(spec))) for spec in a.samplers.split(",")]
     rows = []
     for role in a.models.split(","):
         model, name = load_model(ctx, role, a.relearn_steps)
-        for label, steps, eta, clip in samplers:
+        for label, steps, *how in samplers:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            x = ddim_sample(model, ctx.schedule, labels, ctx.ds.image_shape, null_class(model), w, steps, eta,
-                            torch.Generator().manual_seed(1), int(cfg.sampler.batch_size), clip)
+            if label.startswith("split-"):
+                x = split_sample(model, ctx.schedule, labels, ctx.ds.image_shape, null_class(model), w, steps, *how,
+                                 torch.Generator().manual_seed(1))
+            else:
+                eta, clip = how
+                x = ddim_sample(model, ctx.schedule, labels, ctx.ds.image_shape, null_class(model), w, steps, eta,
+                                torch.Generator().manual_seed(1), int(cfg.sampler.batch_size), clip_x0=clip)
             rows.append((name, label, steps * a.n * (2 if w else 1), time.perf_counter() - t0, judge.probs(x)))
         if not a.skip_naive:
             plain, _ = load_model(ctx, role, a.relearn_steps)

@@ -159,3 +159,21 @@ def test_eps_profile_hand_numbers():
         for t, (s, e, e_w) in rows.items():
             assert s == pytest.approx(shrink, abs=1e-3) and e == pytest.approx(err, abs=1e-3), (scale, t)
             assert e_w == pytest.approx(err, abs=1e-3)  # guidance of a label-blind model changes nothing
+
+
+@pytest.mark.parametrize("mode,eta,clip", [("d", 0.0, True), ("s", 1.0, True), ("dn", 0.0, False), ("sn", 1.0, False)])
+def test_split_sampler_with_one_mode_is_the_plain_sampler(mode, eta, clip):
+    """benchmarks/ra_point.py's split sampler (one (eta, clip) above t_split, another below) reduces to
+    ddim_sample when both halves agree, noise draws included; halves that differ give other samples."""
+    from benchmarks.ra_point import SPLIT_MODES, parse_split, split_sample
+
+    model, schedule = _model(), Schedule.linear()
+    y = torch.tensor([0, 3, 5])
+    plain = ddim_sample(model, schedule, y, (1, 8, 8), 10, 1.0, 10, eta, torch.Generator().manual_seed(2), clip_x0=clip)
+    steps, t_split, above, below = parse_split(f"split-10-500-{mode}-{mode}")
+    split = split_sample(model, schedule, y, (1, 8, 8), 10, 1.0, steps, t_split, above, below, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(split, plain)
+    other = "s" if mode == "d" else "d"
+    mixed = split_sample(model, schedule, y, (1, 8, 8), 10, 1.0, 10, 500, SPLIT_MODES[other], SPLIT_MODES[mode],
+                         torch.Generator().manual_seed(2))
+    assert not torch.allclose(mixed, plain)
