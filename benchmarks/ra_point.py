@@ -29,7 +29,7 @@ import time
 import torch
 
 from attacks.relearn import relearn
-from unlearn.diffusion import ddim_sample, ddim_step, ddim_timesteps, guided_eps
+from unlearn.diffusion import ddim_sample
 from unlearn.fast import Fast
 from unlearn.model import null_class
 
@@ -88,21 +88,12 @@ def load_model(ctx, role: str, relearn_steps: int = 30, k: int = 10):
 SPLIT_MODES = {"d": (0.0, True), "s": (1.0, True), "dn": (0.0, False), "sn": (1.0, False)}
 
 
-@torch.inference_mode()
 def split_sample(model, schedule, labels, image_shape, null: int, w: float, steps: int, t_split: int,
                  above: tuple[float, bool], below: tuple[float, bool], gen: torch.Generator) -> torch.Tensor:
     """Guided DDIM whose (eta, clip) is `above` for steps with t >= t_split and `below` for the rest: which
     part of the trajectory needs stochasticity or clipping (REPORT section 6)."""
-    dev = next(model.parameters()).device
-    y = labels.to(dev)
-    x = torch.randn((len(labels), *image_shape), generator=gen).to(dev)
-    ts = ddim_timesteps(schedule.num_train_timesteps, steps)
-    for i, t in enumerate(ts):
-        eta, clip = above if t >= t_split else below
-        eps = guided_eps(model, x, torch.full_like(y, t), y, null, w)
-        noise = torch.randn(x.shape, generator=gen).to(dev) if eta > 0 else None
-        x = ddim_step(schedule, eps, t, ts[i + 1] if i + 1 < len(ts) else -1, x, eta, noise, clip)
-    return x.float().cpu()
+    return ddim_sample(model, schedule, labels, image_shape, null, w, steps, generator=gen, batch_size=len(labels),
+                       modes=lambda t: above if t >= t_split else below)
 
 
 def parse_split(spec: str) -> tuple[int, int, tuple, tuple] | None:

@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 
 from evaluation.harness import SamplerSpec, sample_labels
 from evaluation.plots import sample_grid
-from unlearn.diffusion import sampler_label
 from unlearn.pipeline import Context
 
 
@@ -28,7 +27,7 @@ def run(cfg: DictConfig) -> Path:
     path = (Path(cfg.paths.results) / "grids" /
             f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}_s{ctx.seed}_w{cfg.sampler.guidance_w}{ev.variant}.png")
     sample_grid(rows, path, title=f"{ctx.method_label}: samples per label (forgot class {ctx.forget_class}), "
-                                  f"{sampler_label(ev.steps, ev.eta, ev.clip)} w={ev.guidance_w}")
+                                  f"{ev.label} w={ev.guidance_w}")
     print(path)
     return path
 

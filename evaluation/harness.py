@@ -64,10 +64,14 @@ class SamplerSpec:
         return {k: v for k, v in asdict(self).items() if k != "clip" or not v}
 
     @property
+    def label(self) -> str:
+        return sampler_label(self.steps, self.eta, self.clip)
+
+    @property
     def variant(self) -> str:
         """A suffix for output paths ("" for deterministic clipped DDIM, else e.g. "@DDPM-1000"), so an attacker's
         sampler never overwrites the default run's figures and sample strips."""
-        return "" if self.eta == 0 and self.clip else "@" + sampler_label(self.steps, self.eta, self.clip).replace(" ", "_")
+        return "" if self.eta == 0 and self.clip else "@" + self.label.replace(" ", "_")
 
     def record(self) -> dict:
         """The sampler as records carry it ({"name": "ddim", "steps", "eta"}, plus "clip": false when off);

@@ -230,7 +230,7 @@ def sampler_section(records: list[dict]) -> str:
         if DEFENDER not in labels or len(labels) < 2:
             continue
         frame = attack_frame(sub)
-        studies = {s: ", ".join(sorted({r["study"] for r in sub if sampler_name(r) == s})) for s in labels}
+        studies = {s: ", ".join(sorted(set(frame.loc[frame["sampler"] == s, "study"]))) for s in labels}
         for other in labels[1:]:
             t = sampler_comparison(frame, DEFENDER, other)
             if not t.empty:
@@ -258,9 +258,11 @@ def table_section(records: list[dict]) -> str:
     if not recs:
         return "_No class-accuracy records with FID yet._"
     parts = []
-    for (dataset, w, smp) in sorted({(r["dataset"], r["guidance_w"], sampler_name(r)) for r in recs}):
-        sub = [r for r in recs if (r["dataset"], r["guidance_w"], sampler_name(r)) == (dataset, w, smp)]
-        parts.append(f"**{dataset}, w = {w}**, {sub[0]['n_per_class']} samples per class, {sampler_name(sub[0])}, "
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        groups.setdefault((r["dataset"], r["guidance_w"], sampler_name(r)), []).append(r)
+    for (dataset, w, smp), sub in sorted(groups.items(), key=lambda kv: kv[0]):
+        parts.append(f"**{dataset}, w = {w}**, {sub[0]['n_per_class']} samples per class, {smp}, "
                      f"judge {sub[0]['judge_id']}; FID on {sub[0]['fid_features']} features. Device: {_devices(sub)}. "
                      "Mean ± std over the forgotten classes listed in `classes`.\n\n"
                      + _md(unlearning_table(sub, dataset, w)))

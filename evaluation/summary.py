@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from evaluation.records import sampler_name
-from unlearn.diffusion import sampler_label
 from unlearn.errors import UserError
 
 UNIT = ["forget_class", "seed"]
@@ -53,9 +52,8 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
     df["sampler"] = [sampler_name(r) for r in recs]
     probe = (df["attack"] == "sampler").to_numpy()
     many_w = df.loc[~probe, "guidance_w"].nunique() > 1
-    df["scoring"] = [sampler_label(int(r["sampler"]["steps"]), 0.0, r["sampler"].get("clip", True) is not False)
-                     if p else sampler_name(r) + (f" w={r['guidance_w']:g}" if many_w else "")
-                     for r, p in zip(recs, probe)]
+    df["scoring"] = [sampler_name(r, with_eta=False) if p else s + (f" w={r['guidance_w']:g}" if many_w else "")
+                     for r, p, s in zip(recs, probe, df["sampler"])]
     for part in (probe, ~probe):
         if df.loc[part, "scoring"].nunique() > 1:
             df.loc[part, "setting"] = df.loc[part, "setting"] + " @" + df.loc[part, "scoring"]

@@ -16,6 +16,7 @@ Nothing else in the project re-implements these: methods and attacks import them
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -125,12 +126,15 @@ def ddim_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: t
 
 def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, null_class: int,
               guidance_w: float, num_steps: int = 25, eta: float = 0.0,
-              generator: torch.Generator | None = None, clip_x0: bool = True) -> torch.Tensor:
+              generator: torch.Generator | None = None, clip_x0: bool = True,
+              modes: Callable[[int], tuple[float, bool]] | None = None) -> torch.Tensor:
     """Guided DDIM from noise x (x_T) to x_0 for one batch. Differentiable: attacks that optimise through
     the sampler call it under autograd; `ddim_sample` wraps it in inference mode. num_steps = 1000 with
-    eta = 1 is ancestral DDPM with the posterior variance beta~_t (Ho et al. 2020, sigma_t^2 = beta~_t)."""
+    eta = 1 is ancestral DDPM with the posterior variance beta~_t (Ho et al. 2020, sigma_t^2 = beta~_t).
+    modes(t) -> (eta, clip_x0) per step, instead of the fixed pair (diagnostics that vary them along t)."""
     steps = ddim_timesteps(schedule.num_train_timesteps, num_steps)
     for i, t in enumerate(steps):
+        eta, clip_x0 = modes(t) if modes else (eta, clip_x0)
         t_prev = steps[i + 1] if i + 1 < len(steps) else -1
         t_batch = torch.full((labels.shape[0],), t, device=x.device, dtype=torch.long)
         eps = guided_eps(model, x, t_batch, labels, null_class, guidance_w)
@@ -142,7 +146,8 @@ def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, 
 @torch.inference_mode()
 def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
                 null_class: int, guidance_w: float, num_steps: int = 25, eta: float = 0.0,
-                generator: torch.Generator | None = None, batch_size: int = 1000, clip_x0: bool = True) -> torch.Tensor:
+                generator: torch.Generator | None = None, batch_size: int = 1000, clip_x0: bool = True,
+                modes: Callable[[int], tuple[float, bool]] | None = None) -> torch.Tensor:
     """Guided DDIM sampling for `labels`; returns images in [-1, 1], shape [N, C, H, W] on CPU.
 
     Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2)."""
@@ -152,7 +157,7 @@ def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tu
         y = labels[start:start + batch_size].to(device)
         x = torch.randn((y.shape[0], *image_shape), generator=generator).to(device)
         out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator,
-                             clip_x0).float().cpu())
+                             clip_x0, modes).float().cpu())
     return torch.cat(out)
 
 
