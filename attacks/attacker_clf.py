@@ -8,6 +8,7 @@ attacker pools of every class, never the held-out halves or the test split the j
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unlearn.artifacts import artifact
+from attacks.common import Prior
+from unlearn.artifacts import artifact, provenance
 from unlearn.pipeline import Context
 
 
@@ -54,22 +56,43 @@ def train_attacker_clf(x: torch.Tensor, y: torch.Tensor, num_classes: int, recip
     return net.eval()
 
 
-def get_attacker_clf(ctx: Context, recipe: AttackerClfRecipe = AttackerClfRecipe()) -> AttackerNet:
-    """Build once per dataset (cached artifact), load on ctx.device, frozen."""
+def get_attacker_clf(ctx: Context, recipe: AttackerClfRecipe = AttackerClfRecipe()) -> tuple[AttackerNet, Prior]:
+    """Build once per dataset (cached artifact), load on ctx.device, frozen. Returns the net and its training
+    cost (epochs x pool images sample-gradients, the measured wall seconds), which every attack that uses it
+    books as a prior: the cache saves time here, not the attacker's cost."""
     ds = ctx.ds
     spec = {"data": ctx.data_key(), "recipe": asdict(recipe), "seed": ctx.pretrain_seed}
 
     def build(folder: Path) -> dict:
         x = torch.cat([ds.attacker_pool(c) for c in range(ds.num_classes)])
         y = torch.cat([torch.full((len(ds.pool_index[c]),), c) for c in range(ds.num_classes)])
+        t0 = time.perf_counter()
         net = train_attacker_clf(x, y, ds.num_classes, recipe, ctx.pretrain_seed)
+        wall = time.perf_counter() - t0
         with torch.no_grad():
             acc = (net(ds.x_test).argmax(-1) == ds.y_test).float().mean().item()
         save_file(net.state_dict(), str(folder / "attacker_clf.safetensors"))
         (folder / "meta.json").write_text(json.dumps({"test_accuracy": acc, "recipe": asdict(recipe)}))
-        return {"test_accuracy": acc}
+        return {"test_accuracy": acc, "train_sample_gradients": recipe.epochs * len(x), "train_wall_s": round(wall, 3)}
 
     folder = artifact(ctx.artifacts_root, "attacker_clf", spec, build)
     net = AttackerNet(ds.x_train[0].numel(), ds.num_classes, recipe.hidden)
     net.load_state_dict(load_file(str(folder / "attacker_clf.safetensors")))
-    return net.to(ctx.device).eval().requires_grad_(False)
+    prov = provenance(folder)
+    n_pool = sum(len(ds.pool_index[c]) for c in range(ds.num_classes))
+    cost = Prior(sample_gradients=int(prov.get("train_sample_gradients", recipe.epochs * n_pool)),
+                 wall_s=float(prov.get("train_wall_s", 0.0)), device_s=float(prov.get("train_wall_s", 0.0)))
+    return net.to(ctx.device).eval().requires_grad_(False), cost
+
+
+def confused_class(ctx: Context, clf: AttackerNet) -> int:
+    """The class the attacker's own classifier most confuses with c_f, on the attacker's own pool images:
+    argmax over j != c_f of mean p(j | pool of c_f) + mean p(c_f | pool of j). Picks the neighbour for
+    fine-tuning recovery (the judge is never consulted: spec control 4)."""
+    ds, fc = ctx.ds, ctx.forget_class
+    with torch.no_grad():
+        conf = torch.stack([torch.softmax(clf(ds.attacker_pool(c).to(ctx.device)), -1).mean(0).cpu()
+                            for c in range(ds.num_classes)])  # [true, predicted]
+    both = conf[fc] + conf[:, fc]
+    both[fc] = -1.0
+    return int(both.argmax())

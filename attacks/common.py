@@ -17,6 +17,21 @@ from unlearn.model import Timer
 
 
 @dataclass(frozen=True)
+class Prior:
+    """Work an attack does once, before its first step: generating its own data, training its own classifier.
+    Booked into every budget point (the totals include it; the `prior_*` budget fields say how much)."""
+
+    sample_gradients: int = 0
+    nfe: int = 0
+    wall_s: float = 0.0
+    device_s: float = 0.0
+
+    def __add__(self, other: "Prior") -> "Prior":
+        return Prior(self.sample_gradients + other.sample_gradients, self.nfe + other.nfe,
+                     self.wall_s + other.wall_s, self.device_s + other.device_s)
+
+
+@dataclass(frozen=True)
 class AttackState:
     model: torch.nn.Module     # the attacked model at this point (eval mode); valid until the next state
     steps: int                 # optimizer steps so far
@@ -24,6 +39,7 @@ class AttackState:
     nfe: int                   # network forward evaluations spent by the attack (not by evaluation)
     wall_s: float              # attack wall seconds so far (evaluation excluded)
     device_s: float            # attack device seconds so far (CUDA events on GPU, wall time on CPU)
+    prior: Prior = Prior()     # of which spent before the first step (included in the totals above)
 
 
 def check_list(value, name: str, example: str) -> list:
@@ -56,7 +72,7 @@ def check_positive(a, *names: str) -> None:
 
 def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor],
              budgets: list[int], *, lr: float, batch_size: int, nfe_per_step: int, desc: str,
-             grad_clip: float | None = None) -> Iterator[AttackState]:
+             grad_clip: float | None = None, prior: Prior = Prior()) -> Iterator[AttackState]:
     """Adam on `params` for budgets[-1] steps; yield the model's state at each budget (cumulative).
 
     Non-finite losses are checked at each budget point, not every step (no host sync inside the loop);
@@ -85,5 +101,6 @@ def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_
             bar.close()
             raise UserError(f"{desc}: the loss became NaN or inf before step {done}; lower attack.lr")
         model.eval()
-        yield AttackState(model, done, done * batch_size, done * nfe_per_step, timer.wall_s, timer.device_s)
+        yield AttackState(model, done, done * batch_size + prior.sample_gradients, done * nfe_per_step + prior.nfe,
+                          timer.wall_s + prior.wall_s, timer.device_s + prior.device_s, prior)
     bar.close()

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from attacks.common import AttackState, check_k, check_positive, optimize
+from attacks.common import AttackState, Prior, check_k, check_positive, optimize
 from unlearn.diffusion import Schedule, ddim_loop, eps_loss
 from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
@@ -82,10 +82,11 @@ def invert(model, images: torch.Tensor, *, forget_class: int, schedule: Schedule
 
 def invert_datafree(model, classifier: nn.Module, image_shape: tuple[int, int, int], *, forget_class: int,
                     schedule: Schedule, budgets: list[int], init: str = "mean", lr: float = 1e-2,
-                    batch_size: int = 16, sample_steps: int = 5,
+                    batch_size: int = 16, sample_steps: int = 5, prior: Prior = Prior(),
                     generator: torch.Generator | None = None) -> Iterator[AttackState]:
     """Data-free inversion: maximise the attacker classifier's log p(c_f) of images sampled with v
-    through `sample_steps` differentiable DDIM steps (unguided). NFE per step = batch x sample_steps."""
+    through `sample_steps` differentiable DDIM steps (unguided). NFE per step = batch x sample_steps.
+    prior: the classifier's training cost, booked into every point."""
     device = next(model.parameters()).device
     labels = torch.full((batch_size,), forget_class, device=device, dtype=torch.long)
     vector = attach(model, forget_class, init)
@@ -97,7 +98,7 @@ def invert_datafree(model, classifier: nn.Module, image_shape: tuple[int, int, i
         return nn.functional.cross_entropy(classifier(x0), labels)
 
     return optimize(model, [vector], loss, budgets, lr=lr, batch_size=batch_size,
-                    nfe_per_step=batch_size * sample_steps, desc="embedding datafree")
+                    nfe_per_step=batch_size * sample_steps, desc="embedding datafree", prior=prior)
 
 
 def setting(a: DictConfig) -> str:
@@ -127,12 +128,13 @@ def run(cfg: DictConfig) -> list[dict]:
     else:
         from attacks.attacker_clf import get_attacker_clf
 
-        clf = get_attacker_clf(ctx)
+        clf, clf_cost = get_attacker_clf(ctx)
 
         def attack(model, ctx, gen):
             return invert_datafree(model, clf, ctx.ds.image_shape, forget_class=ctx.forget_class,
                                    schedule=ctx.schedule, budgets=budgets, init=a.init, lr=float(a.lr),
-                                   batch_size=int(a.batch_size), sample_steps=int(a.sample_steps), generator=gen)
+                                   batch_size=int(a.batch_size), sample_steps=int(a.sample_steps), prior=clf_cost,
+                                   generator=gen)
 
     return run_attack(cfg, attack, ctx, setting=setting(a))
 

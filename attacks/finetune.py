@@ -4,8 +4,10 @@ Threat model (../shared/spec/attacks.md, id `finetune`; DiMRA, Yuan et al. 2025;
 Suriyakumar et al. 2024): a downstream user fine-tunes the unlearned model on data without c_f. Does c_f
 come back anyway? The attacker's data (attack.data):
     retain     the attacker pools of every retained class, with their labels
-    neighbour  the attacker pool of one class only: the one the judge most confuses with c_f
-    own        the model's own samples of the retained classes (data-free), drawn before fine-tuning
+    neighbour  the attacker pool of one class only: the one the attacker's own classifier (attacks/attacker_clf.py,
+               never the judge) most confuses with c_f; its training cost is booked as a prior
+    own        the model's own samples of the retained classes (data-free), drawn before fine-tuning; the
+               sampling is booked as a prior (NFE and seconds)
 Loss: the pre-training loss (eps-loss, labels dropped to the null class with attack.label_dropout, so the
 guidance branch keeps training too). Budget = optimizer steps x batch.
 
@@ -22,18 +24,19 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from attacks.common import AttackState, check_positive, optimize
-from unlearn.diffusion import Schedule, ddim_sample, eps_loss
+from attacks.attacker_clf import confused_class, get_attacker_clf
+from attacks.common import AttackState, Prior, check_positive, optimize
+from unlearn.diffusion import Schedule, ddim_sample, eps_loss, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
-from unlearn.model import null_class
+from unlearn.model import Timer, null_class
 from unlearn.pipeline import Context
 
 DATA = ("retain", "neighbour", "own")
 
 
 def finetune(model, images: torch.Tensor, labels: torch.Tensor, *, schedule: Schedule, budgets: list[int],
-             lr: float = 1e-4, batch_size: int = 32, label_dropout: float = 0.1,
+             lr: float = 1e-4, batch_size: int = 32, label_dropout: float = 0.1, prior: Prior = Prior(),
              generator: torch.Generator | None = None) -> Iterator[AttackState]:
     """Fine-tune `model` in place on (images, labels) with the pre-training loss; a state per budget."""
     device = next(model.parameters()).device
@@ -46,20 +49,25 @@ def finetune(model, images: torch.Tensor, labels: torch.Tensor, *, schedule: Sch
         return eps_loss(model, schedule, x0, torch.where(drop, torch.full_like(y, null), y), generator)
 
     return optimize(model, model.parameters(), loss, budgets, lr=lr, batch_size=batch_size,
-                    nfe_per_step=batch_size, desc="finetune")
+                    nfe_per_step=batch_size, desc="finetune", prior=prior)
+
+
+OWN_STEPS = 25  # DDIM steps (unguided) for the data-free variant's own samples
 
 
 def attacker_data(ctx: Context, data: str, neighbour: int | None, model=None, n_own: int = 0,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attacker's fine-tuning set: never an image of c_f."""
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Prior]:
+    """The attacker's fine-tuning set (never an image of c_f) and what it cost to make (own: the sampling)."""
     ds, fc = ctx.ds, ctx.forget_class
     classes = [neighbour] if data == "neighbour" else [c for c in range(ds.num_classes) if c != fc]
     if data == "own":
         y = torch.tensor(classes).repeat_interleave(n_own)
-        x = ddim_sample(model, ctx.schedule, y, ds.image_shape, null_class(model), 0.0, 25, 0.0, generator)
-        return x, y
+        timer = Timer(ctx.device)
+        with timer:
+            x = ddim_sample(model, ctx.schedule, y, ds.image_shape, null_class(model), 0.0, OWN_STEPS, 0.0, generator)
+        return x, y, Prior(nfe=sampling_nfe(len(y), OWN_STEPS, 0.0), wall_s=timer.wall_s, device_s=timer.device_s)
     xs = [ds.attacker_pool(c) for c in classes]
-    return torch.cat(xs), torch.cat([torch.full((len(x),), c) for c, x in zip(classes, xs)])
+    return torch.cat(xs), torch.cat([torch.full((len(x),), c) for c, x in zip(classes, xs)]), Prior()
 
 
 def setting(a: DictConfig, neighbour: int | None) -> str:
@@ -67,7 +75,7 @@ def setting(a: DictConfig, neighbour: int | None) -> str:
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    from evaluation.harness import confused_class, run_attack  # the judge only picks the neighbour class
+    from evaluation.harness import run_attack  # the harness holds the judge; this module never imports it
 
     a = cfg.attack
     ctx = Context.from_cfg(cfg)
@@ -78,13 +86,17 @@ def run(cfg: DictConfig) -> list[dict]:
         raise UserError(f"attack.label_dropout={a.label_dropout}: use a probability in [0, 1)")
     if a.data == "own" and int(a.n_own) < 1:
         raise UserError(f"attack.n_own={a.n_own}: the data-free variant needs >= 1 own sample per class")
-    neighbour = confused_class(ctx, cfg.judge) if a.data == "neighbour" else None
+    neighbour, clf_cost = None, Prior()
+    if a.data == "neighbour":
+        clf, clf_cost = get_attacker_clf(ctx)
+        neighbour = confused_class(ctx, clf)
 
     def attack(model, ctx, gen):
-        x, y = attacker_data(ctx, a.data, neighbour, model, int(a.n_own), gen)
+        x, y, data_cost = attacker_data(ctx, a.data, neighbour, model, int(a.n_own), gen)
         assert not (y == ctx.forget_class).any()
         return finetune(model, x, y, schedule=ctx.schedule, budgets=list(a.budgets), lr=float(a.lr),
-                        batch_size=int(a.batch_size), label_dropout=float(a.label_dropout), generator=gen)
+                        batch_size=int(a.batch_size), label_dropout=float(a.label_dropout),
+                        prior=clf_cost + data_cost, generator=gen)
 
     return run_attack(cfg, attack, ctx, setting=setting(a, neighbour))
 

@@ -9,9 +9,9 @@ null label ("null": the unconditional branch, which SAFEMax's loss never touches
                            attack.draws fixed noise draws (queries = draws)
     pia                    PIA (Kong et al. ICLR'24): eps0 = eps(x_0, 0) as the noise, x_t = sqrt(a_t) x_0 +
                            sqrt(1 - a_t) eps0, score -|| eps(x_t, t) - eps0 ||_4 (2 queries)
-    secmi                  SecMI-stat (Duan et al. ICML'23): deterministic DDIM inversion x_0 -> x_tsec in
-                           steps of k, one reverse step tsec -> tsec-k, one inversion step back; score
-                           -|| x_tsec' - x_tsec ||^2 (tsec/k + 2 queries)
+    secmi                  SecMI-stat (Duan et al. ICML'23, as in their mia_evals/secmia.py): deterministic
+                           DDIM inversion x_0 -> x_{tsec-k} in steps of k, one step up to tsec, one step
+                           back down; score -|| x'_{tsec-k} - x_{tsec-k} ||^2 (tsec/k + 1 queries)
 Metrics (sklearn.metrics): AUC on all samples; TPR at 1% / 0.1% FPR with the threshold fitted on a
 shadow half of each set and applied to the other half (the realised FPR is recorded beside it).
 
@@ -60,15 +60,22 @@ def pia_score(model, schedule: Schedule, x0, label: int, t: int = 200, p: float 
 
 @torch.inference_mode()
 def secmi_score(model, schedule: Schedule, x0, label: int, t_sec: int = 100, k: int = 10) -> np.ndarray:
+    """SecMI-stat as published (Duan et al. ICML'23; jinhaoduan/SecMI mia_evals/secmia.py,
+    get_intermediate_results + naive_statistic_attack): deterministic DDIM (eta 0, x0 not clipped)
+        1. invert x_0 -> x_{t_sec - k} in steps of k (t_sec / k - 1 steps, the first from t = 0);
+        2. one step up  x_{t_sec - k} -> x_{t_sec};
+        3. one step down x_{t_sec} -> x'_{t_sec - k};
+        4. score = -|| x'_{t_sec - k} - x_{t_sec - k} ||^2 (sum over pixels; members have the smaller error).
+    Queries per image: t_sec / k + 1."""
     y = _full(x0, label)
 
     def step(x, t_from, t_to):  # deterministic DDIM (eta 0, no clipping), either direction
         return ddim_step(schedule, predict_eps(model, x, _full(x, t_from), y), t_from, t_to, x, 0.0, None, clip_x0=False)
 
     x = x0
-    for t in range(0, t_sec, k):
+    for t in range(0, t_sec - k, k):
         x = step(x, t, t + k)
-    back = step(step(x, t_sec, t_sec - k), t_sec - k, t_sec)
+    back = step(step(x, t_sec - k, t_sec), t_sec, t_sec - k)
     return -(back - x).pow(2).flatten(1).sum(1).cpu().numpy()
 
 
@@ -91,7 +98,7 @@ def mia_scores(model, schedule: Schedule, x0: torch.Tensor, forget_class: int, *
                                                x0, batch_size), draws)
         out[f"pia {y}"] = (_chunked(lambda x: pia_score(model, schedule, x, label, pia_t), x0, batch_size), 2)
         out[f"secmi {y}"] = (_chunked(lambda x: secmi_score(model, schedule, x, label, secmi_t, secmi_k), x0, batch_size),
-                             secmi_t // secmi_k + 2)
+                             secmi_t // secmi_k + 1)
     return out
 
 

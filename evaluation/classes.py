@@ -35,7 +35,7 @@ def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int
     labels = torch.arange(ctx.ds.num_classes).repeat_interleave(n_per_class)
     x, timer = sample_labels(model, ctx, ev, labels, seed)
     probs = judge.probs(x)
-    noise = NoiseDetector(judge, ctx.ds.x_train, ctx.ds.y_train).rejected(x)
+    noise = NoiseDetector(judge).rejected(x)
     per = {}
     for c in range(ctx.ds.num_classes):
         sel = labels == c
@@ -75,7 +75,7 @@ def run(cfg: DictConfig) -> dict:
             "model_code_version": prov.get("code_version"),
             "method": ctx.method_label, "method_args": ctx.method_args, "forget_class": fc, "seed": ctx.seed,
             "unlearn": prov.get("unlearn"), "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
-            "sampler": {"name": "ddim", "steps": ev.steps, "eta": ev.eta}, "guidance_w": ev.guidance_w,
+            "sampler": ev.record(), "guidance_w": ev.guidance_w,
             "n_per_class": n, "per_class_ra": {str(c): round(per[c]["ra"], 4) for c in per},
             "per_class_entropy": {str(c): round(per[c]["entropy"], 4) for c in per},
             "per_class_mean_p": {str(c): round(per[c]["mean_p"], 4) for c in per},

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.common import AttackState, check_budgets
+from attacks.common import AttackState, Prior, check_budgets
 from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
-from evaluation.ood import NoiseDetector
+from evaluation.ood import OFF_DATA_VERSION, NoiseDetector
 from evaluation.records import append_record, existing_keys, read_records
 from unlearn.artifacts import artifact, key_of
-from unlearn.diffusion import ddim_sample, sampler_label, sampling_nfe
+from unlearn.diffusion import VARIANCES, ddim_sample, sampler_label, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_text
 from unlearn.model import Timer, code_version, device_name, null_class
@@ -46,37 +46,43 @@ class SamplerSpec:
     guidance_w: float
     batch_size: int
     clip: bool = True  # clip x0_hat to [-1, 1] at every step
+    variance: str = "ddim"  # "ddim": sigma from eta (eq. 16 of DDIM); "beta": sigma^2 = beta_t (the testbed's DDPM)
 
     @classmethod
     def from_cfg(cls, s: DictConfig) -> "SamplerSpec":
         clip = s.get("clip", True)
         if not isinstance(clip, bool):
             raise UserError(f"sampler.clip={clip!r}: use true or false")
-        spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size), clip)
+        variance = s.get("variance", "ddim")
+        if variance not in VARIANCES:
+            raise UserError(f"sampler.variance={variance!r}: use one of {', '.join(VARIANCES)}")
+        spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size), clip, variance)
         if not 1 <= spec.steps <= 1000 or spec.batch_size < 1 or spec.eta < 0:
             raise UserError(f"sampler.steps must be in [1, 1000], sampler.batch_size >= 1 and sampler.eta >= 0; "
                             f"got {spec.steps}, {spec.batch_size}, {spec.eta}")
         return spec
 
     def key(self) -> dict:
-        """The sampler's part of a point's key: `clip` enters only when off, so keys made before the
-        switch existed (clipping always on) stay valid."""
-        return {k: v for k, v in asdict(self).items() if k != "clip" or not v}
+        """The sampler's part of a point's key: `clip` enters only when off and `variance` only when not
+        "ddim", so keys made before those switches existed stay valid."""
+        return {k: v for k, v in asdict(self).items()
+                if not (k == "clip" and v) and not (k == "variance" and v == "ddim")}
 
     @property
     def label(self) -> str:
-        return sampler_label(self.steps, self.eta, self.clip)
+        return sampler_label(self.steps, self.eta, self.clip, self.variance)
 
     @property
     def variant(self) -> str:
         """A suffix for output paths ("" for deterministic clipped DDIM, else e.g. "@DDPM-1000"), so an attacker's
         sampler never overwrites the default run's figures and sample strips."""
-        return "" if self.eta == 0 and self.clip else "@" + self.label.replace(" ", "_")
+        return "" if self.eta == 0 and self.clip and self.variance == "ddim" else "@" + self.label.replace(" ", "_")
 
     def record(self) -> dict:
-        """The sampler as records carry it ({"name": "ddim", "steps", "eta"}, plus "clip": false when off);
-        `evaluation.records.sampler_name` turns it into a label (DDIM-25, DDPM-1000, ...)."""
-        return {"name": "ddim", "steps": self.steps, "eta": self.eta, **({} if self.clip else {"clip": False})}
+        """The sampler as records carry it ({"name": "ddim", "steps", "eta"}, plus "clip": false when off and
+        "variance": "beta" for the testbed's DDPM); `evaluation.records.sampler_name` turns it into a label."""
+        return {"name": "ddim", "steps": self.steps, "eta": self.eta, **({} if self.clip else {"clip": False}),
+                **({} if self.variance == "ddim" else {"variance": self.variance})}
 
 
 def check_n(n, name: str = "eval.n") -> int:
@@ -87,7 +93,8 @@ def check_n(n, name: str = "eval.n") -> int:
 
 def get_judge(ctx: Context, judge_cfg: DictConfig) -> Judge:
     recipe = JudgeRecipe(**OmegaConf.to_container(judge_cfg.recipe, resolve=True))
-    spec = {"data": ctx.data_key(), "recipe": asdict(recipe), "seed": ctx.pretrain_seed}
+    spec = {"data": ctx.data_key(), "recipe": asdict(recipe), "seed": ctx.pretrain_seed, "trained_on": "heldout",
+            "off_data": OFF_DATA_VERSION}
 
     def build(folder: Path) -> dict:
         judge = train_judge(ctx.ds, recipe, ctx.pretrain_seed, ctx.device)
@@ -107,23 +114,11 @@ def sample_labels(model, ctx: Context, ev: SamplerSpec, labels: torch.Tensor, se
     with timer:
         x = ddim_sample(model, ctx.schedule, labels, ctx.ds.image_shape,
                         null_class(model), ev.guidance_w, ev.steps, ev.eta,
-                        torch.Generator().manual_seed(seed + 10_007), ev.batch_size, ev.clip)
+                        torch.Generator().manual_seed(seed + 10_007), ev.batch_size, ev.clip, variance=ev.variance)
     return x, timer
 
 
 AttackFactory = Callable[[torch.nn.Module, Context, torch.Generator], Iterator[AttackState]]
-
-
-def confused_class(ctx: Context, judge_cfg: DictConfig) -> int:
-    """The class the judge most confuses with c_f on the test split: argmax over j != c_f of
-    mean p(j | x of c_f) + mean p(c_f | x of j). Used to pick the neighbour for fine-tuning recovery."""
-    judge = get_judge(ctx, judge_cfg)
-    ds, fc = ctx.ds, ctx.forget_class
-    probs = judge.probs(ds.x_test)
-    conf = torch.stack([probs[ds.y_test == c].mean(0) for c in range(ds.num_classes)])  # [true, predicted]
-    both = conf[fc] + conf[:, fc]
-    both[fc] = -1.0
-    return int(both.argmax())
 
 
 def _hit_any(hits: torch.Tensor, sizes=(1, 10, 100)) -> dict:
@@ -146,7 +141,7 @@ class Guards:
         self.ctx, self.judge, self.ev, self.inception = ctx, judge, ev, inception_weights
         self.real = torch.cat([ds.heldout(fc), ds.x_test[ds.y_test == fc]])
         self.labels = torch.tensor([c for c in range(ds.num_classes) if c != fc for _ in range(per_class)])
-        self.noise = NoiseDetector(judge, ds.x_train, ds.y_train)
+        self.noise = NoiseDetector(judge)
 
     def __call__(self, model, x_cf: torch.Tensor, hits: torch.Tensor) -> tuple[dict, Timer]:
         from evaluation.fid import fid
@@ -224,6 +219,8 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
                 "forget_class": ctx.forget_class, "seed": ctx.seed,
                 "attack": attack_params["name"], "setting": setting, "attack_params": attack_params,
                 "budget": {"steps": state.steps, "sample_gradients": state.sample_gradients, "nfe": state.nfe,
+                           **({f"prior_{k}": round(v, 3) if isinstance(v, float) else v
+                               for k, v in asdict(state.prior).items()} if state.prior != Prior() else {}),
                            # in units of the attacked method's own unlearning run; reference records are
                            # shared across methods, so they carry none (divide by the method's at read time)
                            "unlearning_equivalents": (state.sample_gradients / unlearn_sg)

@@ -148,4 +148,5 @@ def sampler_name(record: dict, with_eta: bool = True) -> str:
     from unlearn.diffusion import sampler_label
 
     s = record["sampler"]
-    return sampler_label(int(s["steps"]), float(s["eta"]) if with_eta else 0.0, s.get("clip", True) is not False)
+    return sampler_label(int(s["steps"]), float(s["eta"]) if with_eta else 0.0, s.get("clip", True) is not False,
+                         s.get("variance", "ddim"))

@@ -256,3 +256,36 @@ def test_mia_evaluate_thresholds_on_the_shadow_split():
     assert res["tpr_at_1pct_fpr"] == pytest.approx(0.63, abs=0.06)  # P(N(3,1) > 2.326)
     small = mia.evaluate(members, nonmembers[:36])  # 18 shadow non-members cannot place a 1% threshold
     assert small["n_shadow_nonmembers"] == 18 and np.isnan(small["tpr_at_1pct_fpr"]) and np.isnan(small["tpr_at_01pct_fpr"])
+
+
+def test_secmi_as_published_by_hand():
+    """SecMI-stat with t_sec = 20, k = 10 (jinhaoduan/SecMI mia_evals/secmia.py): invert 0 -> 10, step up to 20,
+    back down to 10, compare at 10. A model eps(x, t) = c_t x, c_t = 0.1 + t / 100, makes it checkable by hand."""
+    import math
+
+    from unlearn.diffusion import Schedule
+
+    class Lin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+            self.config = type("C", (), {"num_class_embeds": 2})()
+
+        def forward(self, x, t, class_labels):
+            return type("R", (), {"sample": (0.1 + t.float() / 100).view(-1, 1, 1, 1) * x})()
+
+    s = Schedule.linear()
+    a = s.alpha_bar.double().tolist()
+
+    def step(x, tf, tt):
+        e = (0.1 + tf / 100) * x
+        x0 = (x - math.sqrt(1 - a[tf]) * e) / math.sqrt(a[tf])
+        return math.sqrt(a[tt]) * x0 + math.sqrt(1 - a[tt]) * e
+
+    x10 = step(0.3, 0, 10)
+    expected = -(step(step(x10, 10, 20), 20, 10) - x10) ** 2
+    got = mia.secmi_score(Lin(), s, torch.full((1, 1, 1, 1), 0.3), 0, t_sec=20, k=10)
+    assert got[0] == pytest.approx(expected, rel=1e-4) and expected < -1e-8
+    # the old variant (invert to t_sec, compare at t_sec) is a different number
+    x20 = step(x10, 10, 20)
+    assert abs(-(step(step(x20, 20, 10), 10, 20) - x20) ** 2 - expected) > 1e-3 * abs(expected)

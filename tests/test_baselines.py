@@ -85,3 +85,69 @@ def test_sa_fisher_is_nonnegative_and_finite():
     f = fisher_diagonal(model, data.retain_x[:6], data.retain_y[:6], S, torch.Generator().manual_seed(0))
     flat = torch.cat([x.flatten() for x in f])
     assert (flat >= 0).all() and torch.isfinite(flat).all() and flat.sum() > 0
+
+
+def test_sa_fisher_equals_a_brute_force_per_sample_per_t_loop():
+    """The reference's Fisher (clear-nus/selective-amnesia ddpm/runners/diffusion.py, save_fim): per sample,
+    the square of the gradient of sum_t ||eps - eps_theta||^2 (pixel sum, every t); mean over samples. Here
+    on a 20-step schedule, against a loop over samples and timesteps with the same noise draws."""
+    from unlearn.diffusion import Schedule, predict_eps, q_sample
+
+    model, data = _fitted_model()
+    s20 = Schedule.linear(num_train_timesteps=20)
+    x, y = data.retain_x[:3], data.retain_y[:3]
+    fast = fisher_diagonal(model, x, y, s20, torch.Generator().manual_seed(1), label_dropout=0.3, t_batch=7)
+    g = torch.Generator().manual_seed(1)
+    params = list(model.parameters())
+    brute = [torch.zeros_like(p) for p in params]
+    for i in range(3):
+        eps = torch.randn((20, *x.shape[1:]), generator=g)
+        drop = torch.rand(20, generator=g) < 0.3
+        total = [torch.zeros_like(p) for p in params]
+        for t in range(20):
+            label = torch.tensor([4 if drop[t] else int(y[i])])  # 4 = the null class of the 4-class tiny model
+            tt = torch.tensor([t])
+            loss = (predict_eps(model, q_sample(s20, x[i:i + 1], tt, eps[t:t + 1]), tt, label) - eps[t:t + 1]).pow(2).sum()
+            for acc, gr in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
+                if gr is not None:
+                    acc += gr
+        for b, tot in zip(brute, total):
+            b += tot ** 2
+    for f, b in zip(fast, brute):
+        torch.testing.assert_close(f, b / 3, rtol=1e-4, atol=1e-10)
+    # the square of the sum is not the sum of the squares: the old one-random-t Fisher is far smaller
+    assert sum(f.sum() for f in fast) > 10 * sum(f.sum() for f in
+                                               fisher_diagonal(model, x, y, Schedule.linear(num_train_timesteps=1), None))
+
+
+class _LabelEps(torch.nn.Module):
+    """eps_theta = label everywhere (plus a trainable 0 * x so the optimizer has a parameter)."""
+
+    def __init__(self, k=4):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.zeros(()))
+        self.config = type("C", (), {"num_class_embeds": k + 1})()
+
+    def forward(self, x, t, class_labels):
+        return type("R", (), {"sample": self.a * x + class_labels.view(-1, 1, 1, 1).float()})()
+
+
+def test_salun_forget_term_anchors_to_the_next_class_and_retain_is_pixel_summed():
+    """OPTML-Group/Unlearn-Saliency DDPM/runners/diffusion.py, saliency_unlearn: target = the current model at
+    (c_f + 1) mod K (detached), nn.MSELoss (pixel mean); retain term pixel-summed. With eps = label and no
+    label dropout, the first step's forget loss is (c_f - (c_f + 1))^2 = 1 exactly, for c_f = 3 the anchor
+    wraps to 0 (loss 9); the retain loss with pixels='sum' is C*H*W = 64 times the pixel mean."""
+    from unlearn.salun import salun
+
+    data = _tiny_data()
+    common = dict(steps=1, batch_size=8, lr=0.0, mask_density=None, retain_batch_size=8, forget_label_dropout=0.0,
+                  retain_label_dropout=0.0)
+    s = salun(_LabelEps(), data, generator=torch.Generator().manual_seed(0), **common)
+    assert s.final_forget_loss == pytest.approx(1.0) and s.forward_nfe == 8
+    wrap = salun(_LabelEps(), type(data)(**{**data.__dict__, "forget_class": 3}), generator=torch.Generator().manual_seed(0),
+                 **common)
+    assert wrap.final_forget_loss == pytest.approx(9.0)
+    mean = salun(_LabelEps(), data, generator=torch.Generator().manual_seed(0), retain_pixels="mean", **common)
+    assert s.final_retain_loss == pytest.approx(64 * mean.final_retain_loss, rel=1e-4)
+    rand = salun(_LabelEps(), data, generator=torch.Generator().manual_seed(0), anchor="random", **common)
+    assert rand.final_forget_loss > 1.5  # random other classes 1..3: E[(0 - c')^2] = 14 / 3

@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from unlearn.diffusion import (Schedule, ddim_sample, ddim_step, ddim_timesteps, guided_eps, q_sample,
-                               sampling_nfe)
+from unlearn.diffusion import (Schedule, ddim_loop, ddim_sample, ddim_step, ddim_timesteps, ddpm_step, guided_eps,
+                               q_sample, sample_t, sampling_nfe)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,11 @@ def test_ddim_step_matches_diffusers(schedule, eta):
         ours = ddim_step(schedule, eps, t, t_prev, x, eta, noise)
         theirs = ref.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise).prev_sample
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        # the docstring's claim: with clip_sample=True alone (use_clipped_model_output off) diffusers differs
+        # wherever x0_hat leaves [-1, 1] (x is N(0, 1), so at large t it does)
+        if i == 0:
+            plain = ref.step(eps, t, x, eta=eta, use_clipped_model_output=False, variance_noise=noise).prev_sample
+            assert (ours - plain).abs().max() > 1e-3
 
 
 class Affine(torch.nn.Module):
@@ -117,7 +122,10 @@ def test_clip_switch_changes_samples_only_when_x0_leaves_the_range(schedule):
     off = ddim_sample(big, schedule, y, (1, 2, 2), 10, 0.0, 10, **{**kw, "generator": torch.Generator().manual_seed(5)},
                       clip_x0=False)
     assert on.abs().max() <= 1.0 + 1e-6
-    assert off.abs().max() > 1.5  # unclipped: x0 = x_T / sqrt(alpha_bar_T), about 150 x_T
+    assert off.abs().max() <= 1.0 + 1e-6  # final images are clamped either way (here both are sign(x_T))
+    raw = ddim_loop(big, schedule, torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(5)), y, 10, 0.0, 10,
+                    clip_x0=False)
+    assert raw.abs().max() > 1.5  # unclipped: x0 = x_T / sqrt(alpha_bar_T), about 150 x_T, before the final clamp
 
     class ZeroX0(torch.nn.Module):  # eps = x_t / sqrt(1 - alpha_bar_t): x0_hat = 0 always, inside the range
         def __init__(self):
@@ -131,3 +139,40 @@ def test_clip_switch_changes_samples_only_when_x0_leaves_the_range(schedule):
     inside = [ddim_sample(ZeroX0(), schedule, y, (1, 2, 2), 10, 0.0, 10, generator=torch.Generator().manual_seed(5),
                           eta=1.0, clip_x0=c) for c in (True, False)]
     torch.testing.assert_close(inside[0], inside[1])
+
+
+def test_testbed_ddpm_step_matches_diffusers_fixed_large(schedule):
+    """sampler=testbed_ddpm: the posterior mean with x0 clamped and sigma_t^2 = beta_t equals diffusers'
+    DDPMScheduler with variance_type="fixed_large" (the testbed's "fixedlarge"), with the same noise."""
+    g = torch.Generator().manual_seed(7)
+    x, eps = 3 * torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, variance_type="fixed_large")
+    ref.set_timesteps(1000)
+    for t in (999, 500, 3, 0):
+        noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(t))
+        ours = ddpm_step(schedule, eps, t, t - 1, x, noise if t > 0 else None, clip_x0=True, variance="beta")
+        theirs = ref.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    # "posterior" variance is DDIM with eta = 1 (clipped x0, eps re-derived): the same step
+    noise = torch.randn(4, 1, 8, 8, generator=g)
+    torch.testing.assert_close(ddpm_step(schedule, eps, 500, 499, x, noise, variance="posterior"),
+                               ddim_step(schedule, eps, 500, 499, x, 1.0, noise), atol=1e-5, rtol=1e-5)
+
+
+def test_testbed_ddpm_by_hand_with_a_stride():
+    """A hand-computed strided step (t = 2 -> 0 on a 3-step schedule): b = 1 - a_2 / a_0."""
+    s = Schedule(alpha_bar=torch.tensor([0.9, 0.5, 0.2]), num_train_timesteps=3)
+    x, eps, z = torch.tensor([[[[0.4]]]]), torch.tensor([[[[0.5]]]]), torch.tensor([[[[1.0]]]])
+    x0 = max(-1.0, min(1.0, (0.4 - math.sqrt(0.8) * 0.5) / math.sqrt(0.2)))
+    b = 1 - 0.2 / 0.9
+    mean = (math.sqrt(0.9) * b * x0 + math.sqrt(1 - b) * 0.1 * 0.4) / 0.8
+    assert ddpm_step(s, eps, 2, 0, x, z, variance="beta").item() == pytest.approx(mean + math.sqrt(b), rel=1e-5)
+    assert ddpm_step(s, eps, 2, 0, x, z, variance="posterior").item() == pytest.approx(
+        mean + math.sqrt(b * 0.1 / 0.8), rel=1e-5)
+    assert ddpm_step(s, eps, 0, -1, x, None).item() == pytest.approx(
+        max(-1, min(1, (0.4 - math.sqrt(0.1) * 0.5) / math.sqrt(0.9))), rel=1e-5)  # last step: x0_hat
+
+
+def test_antithetic_timesteps_pair_up(schedule):
+    t = sample_t(schedule, 7, "cpu", torch.Generator().manual_seed(0), antithetic=True)
+    assert t.shape == (7,) and torch.equal(t[4:], 999 - t[:3])

@@ -47,9 +47,15 @@ def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.T
     return a.sqrt() * x0 + (1.0 - a).sqrt() * eps
 
 
-def sample_t(schedule: Schedule, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """t ~ U{0, ..., T-1}. Random numbers come from a CPU generator (reproducible on any device)."""
-    return torch.randint(0, schedule.num_train_timesteps, (n,), generator=generator).to(device)
+def sample_t(schedule: Schedule, n: int, device, generator: torch.Generator | None = None,
+             antithetic: bool = False) -> torch.Tensor:
+    """t ~ U{0, ..., T-1}. Random numbers come from a CPU generator (reproducible on any device).
+    antithetic: pairs (t, T-1-t), the testbed's timestep sampling (n // 2 + 1 draws, mirrored, cut to n)."""
+    T = schedule.num_train_timesteps
+    if not antithetic:
+        return torch.randint(0, T, (n,), generator=generator).to(device)
+    t = torch.randint(0, T, (n // 2 + 1,), generator=generator)
+    return torch.cat([t, T - t - 1])[:n].to(device)
 
 
 def predict_eps(model, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -64,14 +70,19 @@ def predict_eps(model, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor)
 
 
 def eps_loss(model, schedule: Schedule, x0: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
+             generator: torch.Generator | None = None, reduction: str = "mean", pixels: str = "mean",
+             antithetic: bool = False, t: torch.Tensor | None = None) -> torch.Tensor:
     """Algorithm 1 of DDPM: || eps - eps_theta(x_t, y, t) ||^2 with t ~ U and eps ~ N(0, I).
 
-    reduction="none" returns one value per sample (mean over pixels)."""
-    t = sample_t(schedule, x0.shape[0], x0.device, generator)
+    pixels: "mean" over the C*H*W pixels (diffusers' convention) or "sum" (the SalUn / SA testbed's
+    noise_estimation_loss: pixel sum per image, mean over the batch, so it weighs C*H*W times more).
+    reduction="none" returns one value per sample. antithetic: timesteps in pairs (t, T-1-t), as the testbed;
+    t: given timesteps instead (terms that share them, as SA's and SalUn's forget and retain terms)."""
+    if t is None:
+        t = sample_t(schedule, x0.shape[0], x0.device, generator, antithetic)
     eps = torch.randn(x0.shape, generator=generator).to(x0.device)
-    per_sample = F.mse_loss(predict_eps(model, q_sample(schedule, x0, t, eps), t, labels), eps,
-                            reduction="none").flatten(1).mean(1)
+    err = F.mse_loss(predict_eps(model, q_sample(schedule, x0, t, eps), t, labels), eps, reduction="none").flatten(1)
+    per_sample = err.sum(1) if pixels == "sum" else err.mean(1)
     return per_sample if reduction == "none" else per_sample.mean()
 
 
@@ -109,8 +120,10 @@ def ddim_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: t
         3. dir    = sqrt(1 - a_prev - sigma^2) * eps                        ("direction to x_t")
         4. x_prev = sqrt(a_prev) x0_hat + dir + sigma * noise
 
-    t_prev < 0 means the final step (a_prev = 1). With clip_x0, x0_hat is clipped to [-1, 1] and
-    eps re-derived from it, as diffusers does with clip_sample=True.
+    t_prev < 0 means the final step (a_prev = 1). With clip_x0, x0_hat is clipped to [-1, 1] and eps is
+    re-derived from the clipped x0_hat: diffusers' DDIMScheduler.step with clip_sample=True *and*
+    use_clipped_model_output=True (with that flag off, diffusers keeps the model's eps in step 3). With eta = 1
+    and clip_x0 this is the DDPM posterior mean with the clipped x0_hat plus beta~ noise (see `ddpm_step`).
     """
     a_t = schedule.alpha_bar[t]
     a_prev = schedule.alpha_bar[t_prev] if t_prev >= 0 else torch.ones((), device=x_t.device)
@@ -124,13 +137,41 @@ def ddim_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: t
     return a_prev.sqrt() * x0_hat + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise  # 3. + 4.
 
 
+def ddpm_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
+              noise: torch.Tensor | None, clip_x0: bool = True, variance: str = "beta") -> torch.Tensor:
+    """One ancestral DDPM step (Ho et al. 2020, eqs. 6-7) from t to t_prev (any stride, as the testbed's
+    `ddpm_steps` in OPTML-Group/Unlearn-Saliency DDPM/functions/denoising.py):
+
+        1. x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), clamped to [-1, 1] when clip_x0
+        2. b      = 1 - a_t / a_prev                                     (beta_t for a stride of 1)
+        3. mean   = (sqrt(a_prev) b x0_hat + sqrt(1 - b) (1 - a_prev) x_t) / (1 - a_t)   (posterior mean)
+        4. x_prev = mean + sigma noise, sigma^2 = b ("beta", the testbed's fixedlarge) or
+                    b (1 - a_prev) / (1 - a_t) ("posterior", beta~); no noise on the final step
+    """
+    a_t = schedule.alpha_bar[t]
+    a_prev = schedule.alpha_bar[t_prev] if t_prev >= 0 else torch.ones((), device=x_t.device)
+    x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()                                   # 1.
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1, 1)
+    b = 1 - a_t / a_prev                                                                   # 2.
+    mean = (a_prev.sqrt() * b * x0_hat + (1 - b).sqrt() * (1 - a_prev) * x_t) / (1 - a_t)  # 3.
+    if t_prev < 0:
+        return mean
+    var = b if variance == "beta" else b * (1 - a_prev) / (1 - a_t)
+    return mean + var.sqrt() * noise                                                        # 4.
+
+
+VARIANCES = ("ddim", "beta")  # sigma from eta (DDIM eq. 16) | the testbed's DDPM: sigma^2 = beta_t
+
+
 def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, null_class: int,
               guidance_w: float, num_steps: int = 25, eta: float = 0.0,
               generator: torch.Generator | None = None, clip_x0: bool = True,
-              modes: Callable[[int], tuple[float, bool]] | None = None) -> torch.Tensor:
+              modes: Callable[[int], tuple[float, bool]] | None = None, variance: str = "ddim") -> torch.Tensor:
     """Guided DDIM from noise x (x_T) to x_0 for one batch. Differentiable: attacks that optimise through
     the sampler call it under autograd; `ddim_sample` wraps it in inference mode. num_steps = 1000 with
     eta = 1 is ancestral DDPM with the posterior variance beta~_t (Ho et al. 2020, sigma_t^2 = beta~_t).
+    variance="beta" runs `ddpm_step` with sigma_t^2 = beta_t instead (the testbed's DDPM; eta is ignored).
     modes(t) -> (eta, clip_x0) per step, instead of the fixed pair (diagnostics that vary them along t)."""
     steps = ddim_timesteps(schedule.num_train_timesteps, num_steps)
     for i, t in enumerate(steps):
@@ -138,6 +179,10 @@ def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, 
         t_prev = steps[i + 1] if i + 1 < len(steps) else -1
         t_batch = torch.full((labels.shape[0],), t, device=x.device, dtype=torch.long)
         eps = guided_eps(model, x, t_batch, labels, null_class, guidance_w)
+        if variance == "beta":
+            noise = torch.randn(x.shape, generator=generator).to(x.device) if t_prev >= 0 else None
+            x = ddpm_step(schedule, eps, t, t_prev, x, noise, clip_x0)
+            continue
         noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
         x = ddim_step(schedule, eps, t, t_prev, x, eta, noise, clip_x0)
     return x
@@ -147,8 +192,9 @@ def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, 
 def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
                 null_class: int, guidance_w: float, num_steps: int = 25, eta: float = 0.0,
                 generator: torch.Generator | None = None, batch_size: int = 1000, clip_x0: bool = True,
-                modes: Callable[[int], tuple[float, bool]] | None = None) -> torch.Tensor:
-    """Guided DDIM sampling for `labels`; returns images in [-1, 1], shape [N, C, H, W] on CPU.
+                modes: Callable[[int], tuple[float, bool]] | None = None, variance: str = "ddim") -> torch.Tensor:
+    """Guided DDIM sampling for `labels`; returns images clamped to [-1, 1] (without x0 clipping the last
+    step can leave the range; the testbed clamps too, in its inverse_data_transform), [N, C, H, W] on CPU.
 
     Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2)."""
     device = next(model.parameters()).device
@@ -157,12 +203,15 @@ def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tu
         y = labels[start:start + batch_size].to(device)
         x = torch.randn((y.shape[0], *image_shape), generator=generator).to(device)
         out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator,
-                             clip_x0, modes).float().cpu())
+                             clip_x0, modes, variance).float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
 
-def sampler_label(steps: int, eta: float, clip: bool = True) -> str:
-    """A sampler's name in tables: DDIM-25, DDPM-1000 (eta 1 over all 1000 steps), DDIM-50 eta=0.5, ... no-clip."""
+def sampler_label(steps: int, eta: float, clip: bool = True, variance: str = "ddim") -> str:
+    """A sampler's name in tables: DDIM-25, DDPM-1000 (eta 1 over all 1000 steps), DDIM-50 eta=0.5, ... no-clip;
+    DDPM-1000 beta (sigma^2 = beta_t, the testbed's DDPM)."""
+    if variance == "beta":
+        return f"DDPM-{steps} beta" + ("" if clip else " no-clip")
     name = f"DDPM-{steps}" if eta == 1 and steps == 1000 else f"DDIM-{steps}" + (f" eta={eta:g}" if eta else "")
     return name + ("" if clip else " no-clip")
 

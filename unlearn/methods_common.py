@@ -28,13 +28,15 @@ class UnlearnStats:
     prior_sample_gradients: int = 0  # of which priors (SalUn's mask, SA's Fisher) took this many
     prior_nfe: int = 0               # network evaluations spent on priors without a gradient (SA's replay sampling)
     prior_wall_s: float = 0.0        # wall seconds of the priors (inside the method's total)
+    forward_nfe: int = 0             # forward passes without a gradient in the loop (SalUn's anchor targets)
 
     @classmethod
-    def from_losses(cls, steps: int, per_step_batch: int, forget_losses: list, retain_losses: list):
+    def from_losses(cls, steps: int, per_step_batch: int, forget_losses: list, retain_losses: list,
+                    forward_nfe: int = 0):
         def tail(v):
             return round(torch.stack(v[-50:]).mean().item(), 5) if v else None
 
-        return cls(steps, steps * per_step_batch, tail(forget_losses), tail(retain_losses))
+        return cls(steps, steps * per_step_batch, tail(forget_losses), tail(retain_losses), forward_nfe=forward_nfe)
 
     def with_prior(self, sample_gradients: int, nfe: int = 0, wall_s: float = 0.0) -> "UnlearnStats":
         return replace(self, sample_gradients=self.sample_gradients + sample_gradients,
