@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from evaluation.plots import COLORS, _atomic_savefig  # noqa: E402
-from evaluation.summary import UNIT, attack_frame, bootstrap_ci  # noqa: E402
+from evaluation.summary import UNIT, attack_frame, unit_ci  # noqa: E402
 
 FAMILIES = ["relearn", "finetune", "embedding", "sampler"]
 METHOD_COLORS = ["tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
@@ -33,7 +33,7 @@ def _models(d: pd.DataFrame, colors: dict[str, str]) -> list[tuple[str, str, pd.
 def _band(g: pd.DataFrame, x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per x: mean RA over units (a unit's duplicate points averaged) and its 95% bootstrap CI."""
     per_unit = g.groupby([x, *UNIT])["ra"].mean()
-    rows = [(xv, *bootstrap_ci(s.to_numpy())) for xv, s in per_unit.groupby(level=0)]
+    rows = [(xv, *unit_ci(s.droplevel(0))) for xv, s in per_unit.groupby(level=0)]
     return tuple(np.array(c, float) for c in zip(*rows))
 
 

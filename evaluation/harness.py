@@ -28,6 +28,7 @@ from evaluation.records import append_record, existing_keys, read_records
 from unlearn.artifacts import artifact, key_of
 from unlearn.diffusion import VARIANCES, ddim_sample, sampler_label, sampling_nfe
 from unlearn.errors import UserError
+from unlearn.fast import fp32_math
 from unlearn.io import atomic_write, write_text
 from unlearn.model import Timer, code_version, device_name, null_class
 from unlearn.methods import REFERENCES
@@ -123,7 +124,13 @@ AttackFactory = Callable[[torch.nn.Module, Context, torch.Generator], Iterator[A
 
 def _hit_any(hits: torch.Tensor, sizes=(1, 10, 100)) -> dict:
     """Best-of-m: the probability that m samples drawn without replacement from the N evaluated ones hold
-    at least one hit, 1 - C(N - h, m) / C(N, m) (exact, for each m <= N)."""
+    at least one hit, 1 - C(N - h, m) / C(N, m) (exact, for each m <= N).
+
+    As an estimate of the m-seed success an attacker gets, 1 - (1 - p)^m with p the model's true hit rate, it
+    is unbiased for every m <= N (the m drawn samples are i.i.d. draws of the model, so E_h[C(N - h, m) /
+    C(N, m)] = (1 - p)^m; tests check it exactly), i.e. it does not overstate on average. It is noisy where
+    m / N is large: at m = N it is 1 if any of the N samples is a hit, else 0 (N = 100: hit_any_100 is
+    "at least one hit in 100"). Read hit_any_100 at N = 100 as that, not as a rate."""
     n, h = hits.shape[0], int(hits.sum())
     return {str(m): round(1.0 - math.comb(n - h, m) / math.comb(n, m), 5) for m in sizes if m <= n}
 
@@ -299,9 +306,9 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
     roles = _roles(cfg, ctx)
     params = OmegaConf.to_container(cfg.attack, resolve=True)
     unlearned_key = ctx.provenance(ctx.model_folder("unlearned"))["key"]
+    # audits always run in fp32 (no bf16 / TF32, whatever `fast` says): their keys carry no fast tag
     job = {"attack": {k: v for k, v in params.items() if k not in ("budgets", "t")}, "seed": ctx.seed,
-           "forget_class": ctx.forget_class, **({"study": cfg.study} if cfg.get("study") else {}),
-           **ctx.fast_key()}
+           "forget_class": ctx.forget_class, **({"study": cfg.study} if cfg.get("study") else {})}
     run_id = key_of({**job, "unlearned": unlearned_key})
     wanted = set()
     for role in roles:
@@ -314,9 +321,9 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
         if all(k in have for k in keys.values()):
             log.info("%s: audit already recorded", role)
             continue
-        model = ctx.load(folder)
+        model = ctx.load(folder, fp32=True)
         timer = Timer(ctx.device)
-        with timer:
+        with timer, fp32_math():
             results = audit(model)
         for res in results:
             if keys[res["score"]] in have:

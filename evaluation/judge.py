@@ -37,7 +37,7 @@ class JudgeRecipe:
     batch_size: int = 64
     lr: float = 1e-3
     shift: int = 1  # random translation augmentation, in pixels
-    off_data_fraction: float = 0.25  # off-data images per batch, as a share of the real batch size
+    off_data_fraction: float = 0.5  # off-data images per batch, as a share of the real batch size
 
 
 class JudgeNet(nn.Module):

@@ -11,9 +11,12 @@ adds only the points that are missing.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
+import gzip
 import json
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,13 +33,25 @@ def _valid_lines(text: str) -> list[str]:
     return [ln for ln in lines if ln.strip()]
 
 
+COMMITTED = Path(__file__).resolve().parent.parent / "data" / "records"  # the records REPORT.md is built from
+
+
 def read_records(path: str | Path, strict: bool = True) -> list[dict]:
-    """All records of a file (missing file: []). A malformed complete line is an error when strict."""
+    """All records of a file (missing file: []); `.gz` files are read through gzip. A malformed complete line is
+    an error when strict."""
     path = Path(path)
     if not path.exists():
         return []
+    if path.suffix == ".gz":
+        try:
+            text = gzip.decompress(path.read_bytes()).decode()
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise UserError(f"{path} is not a readable gzip file of records ({type(e).__name__}); re-export it with "
+                            "python -m evaluation.records export") from e
+    else:
+        text = path.read_text()
     out = []
-    for i, line in enumerate(_valid_lines(path.read_text()), 1):
+    for i, line in enumerate(_valid_lines(text), 1):
         try:
             rec = json.loads(line)
             if not isinstance(rec, dict) or "key" not in rec:
@@ -150,3 +165,54 @@ def sampler_name(record: dict, with_eta: bool = True) -> str:
     s = record["sampler"]
     return sampler_label(int(s["steps"]), float(s["eta"]) if with_eta else 0.0, s.get("clip", True) is not False,
                          s.get("variance", "ddim"))
+
+
+def record_files(source: str | Path) -> list[Path]:
+    """A records file, or every *.jsonl / *.jsonl.gz in a folder (a results root or data/records), sorted."""
+    source = Path(source)
+    if source.is_dir():
+        return sorted([*source.glob("*.jsonl"), *source.glob("*.jsonl.gz")])
+    return [source]
+
+
+def read_all(source: str | Path) -> list[dict]:
+    """The records of `source` (see record_files), one per key (a later file's record wins)."""
+    by_key: dict[str, dict] = {}
+    for f in record_files(source):
+        for r in read_records(f):
+            by_key[r["key"]] = r
+    return list(by_key.values())
+
+
+def export(src: str | Path, dst: str | Path) -> int:
+    """Merge the records of `src` into the compressed file `dst` (one per key, src wins), sorted by key, gzip
+    without a timestamp (the same records give the same bytes: a rerun changes nothing in git). Returns the
+    number of records written."""
+    dst = Path(dst)
+    merged = {r["key"]: r for r in read_records(dst)}
+    merged.update({r["key"]: r for r in read_all(src)})
+    lines = "".join(json.dumps(merged[k], sort_keys=True, default=str) + "\n" for k in sorted(merged))
+    with atomic_write(dst, "--to") as tmp:
+        tmp.write_bytes(gzip.compress(lines.encode(), compresslevel=9, mtime=0))
+    return len(merged)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m evaluation.records export results/records.jsonl [--to data/records/<dataset>.jsonl.gz]"""
+    ap = argparse.ArgumentParser(description="Commit records: merge a results file into data/records/ (gzip JSONL).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="merge a records.jsonl (or a results root) into a committed .jsonl.gz")
+    ex.add_argument("source")
+    ex.add_argument("--to", default=str(COMMITTED / "digits.jsonl.gz"))
+    a = ap.parse_args(argv)
+    try:
+        n = export(a.source, a.to)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.to}: {n} records")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

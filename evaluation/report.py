@@ -1,11 +1,15 @@
 """Rebuild REPORT.md's generated sections from records only (no image is regenerated).
 
-    python -m evaluation.report                       # results/records.jsonl -> REPORT.md, report/*.png
-    python -m evaluation.report --records R --report P   # R: a records.jsonl or a results root
+    python -m evaluation.report                       # data/records/*.jsonl.gz (committed) -> REPORT.md, report/*.png
+    python -m evaluation.report --check               # exit 1 if the rebuilt REPORT.md differs from the committed one
+    python -m evaluation.report --records results     # a records.jsonl, a results root, or a folder of .jsonl.gz
 
-Each section sits between `<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`; text
-outside the markers is hand-written analysis and is kept. A missing section is appended. Running it
-twice gives the same file.
+The records REPORT.md shows are committed under data/records/ (python -m evaluation.records export
+results/records.jsonl merges a run's records in), so a fresh clone rebuilds it. Each section sits between
+`<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`; text outside the markers is hand-written
+analysis and is kept. A missing section is appended. Running it twice gives the same file. Sample grids are
+not records: the grids section lists the grid images committed under report/ (refreshed from
+<results>/grids/ when a results root holds them).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.plots import plot_ra_curve
-from evaluation.records import read_records, sampler_name
+from evaluation.records import COMMITTED, read_all, sampler_name
 from evaluation.tables import ra_table
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_text
@@ -271,18 +275,23 @@ def table_section(records: list[dict]) -> str:
                                  "then `python -m evaluation.unlearning_table --w 1.0`.")
 
 
-def grids_section(results_root: Path, fig_dir: Path) -> str:
-    grids = sorted((results_root / "grids").glob("*.png"))
-    if not grids:
+GRID = re.compile(r"^[a-z0-9]+_[A-Za-z0-9_]+_c\d+_s\d+_w[0-9.]+\.png$")  # evaluation.grids' file names
+
+
+def grids_section(results_root: Path | None, fig_dir: Path, committed: Path) -> str:
+    """The grid images under `committed` (report/), refreshed first from <results_root>/grids when it holds any."""
+    fresh = sorted((results_root / "grids").glob("*.png")) if results_root else []
+    if fresh:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        for g in fresh:
+            with atomic_write(fig_dir / g.name, "--report") as tmp:
+                shutil.copyfile(g, tmp)
+    names = sorted({g.name for g in fresh} | {g.name for g in committed.glob("*.png") if GRID.match(g.name)})
+    if not names:
         return "_No sample grids yet: run `python -m evaluation.grids --multirun unlearned=original,safemax,salun,sa,rl,ga`._"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for g in grids:
-        with atomic_write(fig_dir / g.name, "--report") as tmp:
-            shutil.copyfile(g, tmp)
-        lines.append(f"![{g.stem}](report/{g.name})")
     return ("One row per label; the forgotten class's row is marked. Reproduce: `python -m evaluation.grids "
-            "--multirun unlearned=original,safemax,salun,sa,rl,ga`\n\n" + "\n".join(lines))
+            "--multirun unlearned=original,safemax,salun,sa,rl,ga`\n\n"
+            + "\n".join(f"![{Path(n).stem}](report/{n})" for n in names))
 
 
 def replace_section(text: str, name: str, body: str) -> str:
@@ -294,33 +303,60 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip() + f"\n\n{block}\n"
 
 
-def build_report(records_path: Path, report_path: Path) -> str:
-    records = read_records(records_path)
+def build_report(records_path: Path, report_path: Path, fig_dir: Path | None = None, write: bool = True) -> str:
+    """The report text rebuilt from the records of `records_path` (a file or a folder of record files) onto the
+    hand-written text of `report_path`; figures go to fig_dir (default: report/ beside it). write=False
+    leaves REPORT.md untouched (--check)."""
+    records = read_all(records_path)
     if not records:
         raise UserError(f"no records in {records_path}; run an attack first (python -m attacks.relearn unlearned=safemax)")
-    fig_dir = report_path.parent / "report"
+    committed_figs = report_path.parent / "report"
+    fig_dir = fig_dir or committed_figs
+    results_root = records_path if records_path.is_dir() and (records_path / "records.jsonl").exists() else (
+        records_path.parent if records_path.name == "records.jsonl" else None)
     text = report_path.read_text() if report_path.exists() else "# REPORT\n"
     text = replace_section(text, "guidance", guidance_section(records))
     text = replace_section(text, "unlearning", unlearning_section(records))
     text = replace_section(text, "table", table_section(records))
-    text = replace_section(text, "grids", grids_section(records_path.parent, fig_dir))
+    text = replace_section(text, "grids", grids_section(results_root, fig_dir, committed_figs))
     text = replace_section(text, "relearn", attack_section(records, fig_dir))
     text = replace_section(text, "samplers", sampler_section(records))
     for study in sorted({r["study"] for r in records if r.get("study")}):
         text = replace_section(text, f"study {study}", study_section(records, study, fig_dir))
-    write_text(report_path, text, "--report")
+    if write:
+        write_text(report_path, text, "--report")
     return text
+
+
+def check(records_path: Path, report_path: Path) -> int:
+    """0 if REPORT.md is what its records rebuild, else 1 (with the first differing line on stderr)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rebuilt = build_report(records_path, report_path, fig_dir=Path(tmp), write=False)
+    have = report_path.read_text() if report_path.exists() else ""
+    if rebuilt == have:
+        print(f"{report_path} is up to date with {records_path}")
+        return 0
+    a, b = have.splitlines(), rebuilt.splitlines()
+    line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    print(f"error: {report_path} differs from what {records_path} rebuilds (first at line {line + 1}); run "
+          "python -m evaluation.report and commit REPORT.md", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", default=str(Path("results") / "records.jsonl"),
-                    help="a records.jsonl file, or a results root holding one")
+    ap.add_argument("--records", default=str(COMMITTED),
+                    help="a records file (.jsonl or .jsonl.gz), a results root, or a folder of record files "
+                         "(default: the committed data/records)")
     ap.add_argument("--report", default=str(ROOT / "REPORT.md"))
+    ap.add_argument("--check", action="store_true", help="rebuild in memory and exit 1 if REPORT.md differs")
     a = ap.parse_args(argv)
     records = Path(a.records)
-    records = records / "records.jsonl" if records.is_dir() else records
     try:
+        if a.check:
+            return check(records, Path(a.report))
         build_report(records, Path(a.report))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

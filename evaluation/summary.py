@@ -6,7 +6,8 @@ Notation (../shared/spec/attacks.md):
     RA_u         the unlearned model's RA at B = 0: the floor           (column ra_u)
     NR(B)        (RA(B) - RA_u) / (RA_orig - RA_u), normalized recovery (column nr)
     ER(B)        RA(B) - RA_oracle(B), excess recovery over the oracle attacked with the same budget (er)
-A unit is one (forget_class, seed) pair; confidence intervals resample units.
+A unit is one (forget_class, seed) pair. Confidence intervals are two-stage cluster bootstraps: forget
+classes, then seeds within classes (the units of a class share one base-model class and one oracle).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ HITS = ["hit_any_1", "hit_any_10", "hit_any_100"]
 COSTS = ["budget_sample_gradients", "budget_wall_s", "budget_device_s", "eval_wall_s", "eval_device_s"]
 SCALARS = ["aurc", "aurc_excess", "b50", "nr_at_max", "er_at_max", "guard_fail"]  # b50: median over units, others mean
 WORST = "worst case"
-GUARD_MIN_RETAINED = 0.8  # retained-class RA below this after the attack: the model is broken, not recovered
+GUARD_REL = 0.8  # retained-class RA below this share of the same model's at budget 0: broken, not recovered
 ROLE_ORDER = ["original", "unlearned", "oracle"]
 
 
@@ -131,8 +132,12 @@ def curve_table(df) -> pd.DataFrame:
     the guard / hit_any columns. Duplicate points keep the newest record. RA_orig and RA_u are the untouched
     models' RA (budget 0 of the same attack and setting where that is the untouched model, else the mean over
     untouched budget-0 points of the same class, seed and N; the unlearned model's of the same method).
-    Guard: a point fails when the attacked model's retained-class RA is below GUARD_MIN_RETAINED; a failing
-    point gets no credit (ra_guarded = RA_u) in nr and er. Points without guard fields pass."""
+    Guard, relative to the model itself: a point fails when its retained-class RA after the attack is below
+    GUARD_REL x the same model's retained-class RA at budget 0 of the same curve (so a model whose retained
+    classes were already low is judged against itself, not against an absolute bar). A failing point is
+    excluded, never scored as zero recovery: ra_guarded, nr and er are NaN there (and er also where the
+    oracle's point fails); `guard_fail` counts them. Points without guard fields, or whose curve has no
+    budget-0 guard, pass. See `guard_false_alarm` for how many guard samples a 0.9 model needs."""
     df = _frame(df)
     _one_dataset(df)
     df = _latest(df, ["role", *CURVE_KEY])
@@ -144,29 +149,54 @@ def curve_table(df) -> pd.DataFrame:
     u["ra_u"] = _at_zero(u, u, ["method", *ref])
     oracle = df[df["role"] == "oracle"].groupby([*ref, "steps"], as_index=False)["ra"].mean()
     u["ra_oracle"] = u[[*ref, "steps"]].merge(oracle, on=[*ref, "steps"], how="left")["ra"].to_numpy(float)
-    # Guard: a point whose model lost its retained classes is not recovery. It keeps its raw `ra`, but NR
-    # and ER use the floor RA_u instead. (The c_f FID is not a gate: it pools hits and misses, so a half-
-    # recovered model's FID is dominated by its noise samples; ra_ondata, the hits the noise detector
-    # accepts, is reported beside RA instead.)
-    u["guard_ok"] = ~(u["guard_retained_ra"] < GUARD_MIN_RETAINED)
-    u["ra_guarded"] = u["ra"].where(u["guard_ok"] | (u["ra"] <= u["ra_u"]), u["ra_u"])
+    # Guard: a point whose model lost its retained classes is not recovery. It keeps its raw `ra`; NR and ER
+    # are NaN (excluded). (The c_f FID is not a gate: it pools hits and misses, so a half-recovered model's FID
+    # is dominated by its noise samples; ra_ondata, the hits the noise detector accepts, is reported instead.)
+    oracle_rows = df[df["role"] == "oracle"].reset_index(drop=True)
+    u["guard_ok"] = _guard_ok(u, ["method", *ref])
+    oracle_rows["guard_ok"] = _guard_ok(oracle_rows, ref)
+    oracle_ok = oracle_rows.groupby([*ref, "steps"], as_index=False)["guard_ok"].min()
+    ok_o = u[[*ref, "steps"]].merge(oracle_ok, on=[*ref, "steps"], how="left")["guard_ok"]
+    u["oracle_guard_ok"] = ok_o.fillna(True).astype(bool).to_numpy()
+    u["ra_guarded"] = u["ra"].where(u["guard_ok"])
     span = (u["ra_orig"] - u["ra_u"]).replace(0, np.nan)
     u["nr"] = (u["ra_guarded"] - u["ra_u"]) / span
-    u["er"] = u["ra_guarded"] - u["ra_oracle"]
+    u["er"] = (u["ra_guarded"] - u["ra_oracle"]).where(u["oracle_guard_ok"])
     u["nr_oracle"] = (u["ra_oracle"] - u["ra_u"]) / span
     extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
              "run_id"]
-    cols = [*CURVE_KEY, "scoring", "ra", "ra_guarded", "guard_ok", "ra_orig", "ra_u", "nr", "ra_oracle", "er",
+    cols = [*CURVE_KEY, "scoring", "ra", "ra_guarded", "guard_ok", "oracle_guard_ok", "ra_orig", "ra_u", "nr",
+            "ra_oracle", "er",
             "nr_oracle", *GUARDS, *HITS]
     cols += [c for c in extra if c in u]
     return u[cols].sort_values(CURVE_KEY).reset_index(drop=True)
 
 
+def _guard_ok(rows: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """Per row: retained RA >= GUARD_REL x the retained RA at budget 0 of the same curve (True where either
+    is unknown)."""
+    z = rows[rows["steps"] == 0].groupby(keys, as_index=False)["guard_retained_ra"].mean()
+    ref = rows[keys].merge(z.rename(columns={"guard_retained_ra": "_r0"}), on=keys, how="left")["_r0"].to_numpy(float)
+    ra = rows["guard_retained_ra"].to_numpy(float)
+    return ~(ra < GUARD_REL * ref)  # NaN compares False: unknown passes
+
+
+def guard_false_alarm(n: int, p: float = 0.9, rel: float = GUARD_REL) -> float:
+    """P(a model whose true retained RA is p, unchanged by the attack, fails the guard) with n guard samples at
+    budget 0 and n after: P(K_B < rel * K_0), K_0, K_B ~ Binomial(n, p) independent (exact)."""
+    from scipy.stats import binom
+
+    k = np.arange(n + 1)
+    return float(sum(binom.pmf(a, n, p) * binom.cdf(math.ceil(rel * a - 1e-9) - 1, n, p) for a in k))
+
+
 def aurc(budgets, nr, b_max: float | None = None) -> float:
-    """Area under the normalized-recovery curve over log budget, in [0, 1].
+    """Area under the normalized-recovery curve over log budget: 0 for no recovery, 1 for full recovery at once.
 
     x(B) = log(1 + B) / log(1 + B_max) maps budgets 0..B_max onto [0, 1] (B = 0 -> 0, each decade of budget
-    weighs about the same); NR is clipped to [0, 1]; the trapezoid rule joins the points. So NR = 1 everywhere
+    weighs about the same); the trapezoid rule joins the points. NR is not clipped: clipping at 0 would bias a
+    near-zero curve's area upward (its noise below 0 dropped, above 0 kept), so an unrecovered model's AURC
+    scatters around 0 and may be negative, and one that overshoots RA_orig may exceed 1. NR = 1 everywhere
     gives 1, NR = 0 gives 0, NR = x gives 0.5 (for any grid). Points with NaN NR are dropped; a curve without a
     B = 0 point adds no area left of its first budget. NaN if fewer than two points or B_max = 0.
     b_max: the grid's largest budget (default: this curve's), so a unit missing its last points is not
@@ -181,7 +211,7 @@ def aurc(budgets, nr, b_max: float | None = None) -> float:
         return math.nan
     order = np.argsort(b, kind="stable")
     x = np.log1p(b[order]) / np.log1p(b.max())
-    return float(np.trapezoid(np.clip(r[order], 0.0, 1.0), x))
+    return float(np.trapezoid(r[order], x))
 
 
 def b_at(budgets, nr, level: float = 0.5) -> float:
@@ -191,34 +221,56 @@ def b_at(budgets, nr, level: float = 0.5) -> float:
     return float(hit.min()) if hit.size else math.inf
 
 
-def bootstrap_ci(values_by_unit, stat: Callable = np.mean, n_boot: int = 2000,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """(stat of all units, 2.5th and 97.5th percentile of stat over n_boot resamples of the units with
-    replacement). values_by_unit: a mapping unit -> value or a sequence of values, one per unit (NaN units are
-    dropped; inf is allowed); a unit may hold an array, then resampled units' arrays are concatenated (cluster
-    bootstrap). Deterministic for a seed; one unit gives lo == hi == point; no unit gives NaNs."""
+def bootstrap_ci(values_by_unit, stat: Callable = np.mean, n_boot: int = 2000, seed: int = 0,
+                 clusters=None) -> tuple[float, float, float]:
+    """(stat of all units, 2.5th and 97.5th percentile of stat over n_boot resamples). values_by_unit: a mapping
+    unit -> value or a sequence of values, one per unit (NaN units are dropped; inf is allowed).
+
+    clusters=None resamples the units with replacement as if independent. clusters (one label per unit, e.g.
+    its forget class) makes it a two-stage cluster bootstrap: resample the clusters with replacement, then
+    the units within each drawn cluster with replacement; use it when units share a realisation (the units
+    of one forget class share its oracle and its base-model class). With few clusters it is still
+    anticonservative (REPORT states the measured coverage). Deterministic for a seed; one unit gives
+    lo == hi == point; no unit gives NaNs."""
     vals = list(values_by_unit.values()) if isinstance(values_by_unit, Mapping) else list(values_by_unit)
-    clustered = any(np.ndim(v) > 0 for v in vals)
-    if clustered:
-        vals = [a[~np.isnan(a)] for a in (np.asarray(v, float).ravel() for v in vals)]
-        vals = [a for a in vals if a.size]
-    else:
-        vals = [float(v) for v in vals if not np.isnan(v)]
-    if not vals:
+    labels = list(range(len(vals))) if clusters is None else list(clusters)
+    if len(labels) != len(vals):
+        raise ValueError(f"bootstrap_ci: {len(vals)} values but {len(labels)} cluster labels")
+    keep = [(float(v), c) for v, c in zip(vals, labels) if not np.isnan(float(v))]
+    if not keep:
         return math.nan, math.nan, math.nan
-    idx = np.random.default_rng(seed).integers(0, len(vals), size=(n_boot, len(vals)))
-    if clustered:
-        point = float(stat(np.concatenate(vals)))
-        boots = np.array([stat(np.concatenate([vals[j] for j in row])) for row in idx], float)
-    else:
-        v = np.asarray(vals, float)
-        point = float(stat(v))
+    v = np.array([x for x, _ in keep], float)
+    point = float(stat(v))
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        idx = rng.integers(0, len(v), size=(n_boot, len(v)))
         try:
             boots = np.asarray(stat(v[idx], axis=1), float)
         except TypeError:  # a stat without an axis argument
             boots = np.array([stat(v[row]) for row in idx], float)
+    else:
+        members: dict = {}
+        for i, (_, c) in enumerate(keep):
+            members.setdefault(c, []).append(i)
+        groups = list(members.values())
+        sizes = np.array([len(m) for m in groups])
+        width = int(sizes.max())
+        table = np.array([m + [m[0]] * (width - len(m)) for m in groups])           # [G, width]
+        pick = rng.integers(0, len(groups), size=(n_boot, len(groups)))              # stage 1: clusters
+        n_in = sizes[pick][..., None]                                                 # [B, G, 1]
+        within = (rng.random((n_boot, len(groups), width)) * n_in).astype(int)       # stage 2: units in each
+        drawn = np.where(np.arange(width) < n_in, v[table[pick[..., None], within]], np.nan).reshape(n_boot, -1)
+        nan_stat = {np.mean: np.nanmean, np.median: np.nanmedian}.get(stat)
+        boots = (np.asarray(nan_stat(drawn, axis=1), float) if nan_stat is not None
+                 else np.array([stat(row[~np.isnan(row)]) for row in drawn], float))
     lo, hi = np.quantile(boots, [0.025, 0.975], method="inverted_cdf")  # no interpolation: inf stays inf
     return point, float(lo), float(hi)
+
+
+def unit_ci(per_unit: pd.Series, stat: Callable = np.mean, n_boot: int = 2000, seed: int = 0):
+    """bootstrap_ci over a Series indexed by UNIT (forget_class, seed): classes, then seeds within classes."""
+    return bootstrap_ci(per_unit.to_numpy(), stat, n_boot, seed,
+                        clusters=per_unit.index.get_level_values("forget_class"))
 
 
 def envelope(df) -> pd.DataFrame:
@@ -249,11 +301,13 @@ def _scalar_rows(c: pd.DataFrame, keys: list[str], n_boot: int, seed: int) -> li
     rows = []
     for key, g in c.groupby(keys, sort=True):
         b_max = g["steps"].max()
-        per_unit = [_unit_scalars(gu, b_max) for _, gu in g.groupby(UNIT)]
+        units = list(g.groupby(UNIT))
+        per_unit = [_unit_scalars(gu, b_max) for _, gu in units]
+        classes = [u[0] for u, _ in units]
         row = {**dict(zip(keys, key)), "units": len(per_unit), "b_max": b_max}
         for name in SCALARS:
             stat = np.median if name == "b50" else np.mean
-            ci = bootstrap_ci([s[name] for s in per_unit], stat, n_boot, seed)
+            ci = bootstrap_ci([s[name] for s in per_unit], stat, n_boot, seed, clusters=classes)
             row[name], row[f"{name}_lo"], row[f"{name}_hi"] = ci
         rows.append(row)
     return rows
@@ -307,7 +361,7 @@ def sampler_table(df, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     for (model, setting), g in d.groupby(["model", "setting"]):
         unit = g.groupby(UNIT)[["ra", "guard_ra_ondata", *HITS]].max()
         row = {"role": model, "setting": setting, "units": len(unit)}
-        row["ra"], row["ra_lo"], row["ra_hi"] = bootstrap_ci(unit["ra"].to_numpy(), np.mean, n_boot, seed)
+        row["ra"], row["ra_lo"], row["ra_hi"] = unit_ci(unit["ra"], np.mean, n_boot, seed)
         row["on-data RA"] = unit["guard_ra_ondata"].mean()
         rows.append({**row, **unit[HITS].mean().to_dict()})
     t = pd.DataFrame(rows)
@@ -333,7 +387,7 @@ def mia_table(records: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> pd.
         unit = g.groupby(UNIT)[metrics].mean()
         row = {"role": model, "score": score, "units": len(unit)}
         for m in metrics:
-            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_ci(unit[m].to_numpy(), np.mean, n_boot, seed)
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = unit_ci(unit[m], np.mean, n_boot, seed)
         for n in ["n_members", "n_nonmembers"]:
             row[n] = g[n].mean() if n in g else math.nan
         rows.append(row)
@@ -381,12 +435,11 @@ def ra_budget_table(data, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
         row = {"attack": attack, "setting": setting, "steps": steps}
         for m in models:
             unit = g[g["model"] == m].groupby(UNIT)["ra"].mean()
-            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_ci(unit.to_numpy(), np.mean, n_boot, seed)
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = unit_ci(unit, np.mean, n_boot, seed)
         c = curves[(curves["attack"] == attack) & (curves["setting"] == setting) & (curves["steps"] == steps)]
         for method, gm in c.groupby("method"):
             unit = gm.groupby(UNIT)["er"].mean()
-            row[f"ER {method}"], row[f"ER {method}_lo"], row[f"ER {method}_hi"] = bootstrap_ci(unit.to_numpy(), np.mean,
-                                                                                               n_boot, seed)
+            row[f"ER {method}"], row[f"ER {method}_lo"], row[f"ER {method}_hi"] = unit_ci(unit, np.mean, n_boot, seed)
         for method, gm in g[g["role"] == "unlearned"].groupby("method"):
             row[f"on-data RA {method}"] = gm["guard_ra_ondata"].mean()
         row["min retained RA"] = g["guard_retained_ra"].min()
@@ -420,8 +473,10 @@ def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed
         row = {"attack": attack, "setting": setting + w, "method": method, "n": n, "steps": steps, "units": len(g)}
         for s in (baseline, other):
             row[f"RA {s}"] = g[f"ra {s}"].mean()
-            row[f"ER {s}"], row[f"ER {s}_lo"], row[f"ER {s}_hi"] = bootstrap_ci(g[f"er {s}"].to_numpy(), np.mean, n_boot, seed)
+            row[f"ER {s}"], row[f"ER {s}_lo"], row[f"ER {s}_hi"] = bootstrap_ci(
+                g[f"er {s}"].to_numpy(), np.mean, n_boot, seed, clusters=g["forget_class"].to_numpy())
         diff = (g[f"er {other}"] - g[f"er {baseline}"]).to_numpy()
-        row["ER diff"], row["ER diff_lo"], row["ER diff_hi"] = bootstrap_ci(diff, np.mean, n_boot, seed)
+        row["ER diff"], row["ER diff_lo"], row["ER diff_hi"] = bootstrap_ci(diff, np.mean, n_boot, seed,
+                                                                            clusters=g["forget_class"].to_numpy())
         rows.append(row)
     return pd.DataFrame(rows)

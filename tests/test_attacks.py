@@ -47,8 +47,15 @@ def test_training_attacks_write_records(job, overrides, attack, tiny_root, tmp_p
     cfg = compose_cfg(name, [*TINY, *TINY_METHOD, *TINY_ATTACK, *overrides, *_paths(tiny_root, tmp_path)])
     by = _check(job.run(cfg), attack=attack)
     b = by[("unlearned", 2)]["budget"]
-    assert b["steps"] == 2 and b["sample_gradients"] == 2 * cfg.attack.batch_size and b["wall_s"] > 0
-    assert by[("unlearned", 0)]["budget"]["nfe"] == 0
+    prior_sg, prior_nfe = b.get("prior_sample_gradients", 0), b.get("prior_nfe", 0)
+    assert b["steps"] == 2 and b["sample_gradients"] - prior_sg == 2 * cfg.attack.batch_size and b["wall_s"] > 0
+    assert by[("unlearned", 0)]["budget"]["nfe"] == prior_nfe
+    # what each attack spends before its first step is booked (issue 13, item 9)
+    uses_clf = "attack.data=neighbour" in overrides or "attack=embedding_datafree" in overrides
+    assert (prior_sg > 0) == uses_clf  # the attacker's own classifier: epochs x pool images
+    assert (prior_nfe > 0) == ("attack.data=own" in overrides)  # its own samples: 9 classes x 2 x 25 steps
+    if "attack.data=own" in overrides:
+        assert prior_nfe == 9 * 2 * 25 and b["prior_wall_s"] > 0
 
 
 def test_sampler_probes_record_each_setting(tiny_root, tmp_path):
@@ -289,3 +296,18 @@ def test_secmi_as_published_by_hand():
     # the old variant (invert to t_sec, compare at t_sec) is a different number
     x20 = step(x10, 10, 20)
     assert abs(-(step(step(x20, 20, 10), 10, 20) - x20) ** 2 - expected) > 1e-3 * abs(expected)
+
+
+def test_best_of_m_without_replacement_is_unbiased_for_m_seed_success():
+    """E over h ~ Binomial(N, p) of 1 - C(N - h, m) / C(N, m) is exactly 1 - (1 - p)^m for m <= N: the estimate
+    does not overstate the attacker's m-seed success on average (it is only noisy when m / N is large)."""
+    import math
+
+    from evaluation.harness import _hit_any
+
+    n = 20
+    for p in (0.01, 0.1, 0.5):
+        for m in (1, 10, 20):
+            mean = sum(math.comb(n, h) * p**h * (1 - p) ** (n - h)
+                       * _hit_any(torch.arange(n) < h, sizes=(m,))[str(m)] for h in range(n + 1))
+            assert mean == pytest.approx(1 - (1 - p) ** m, abs=1e-4)

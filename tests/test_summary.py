@@ -43,7 +43,10 @@ def test_aurc_known_curves():
     assert aurc(b, x) == pytest.approx(0.5, abs=1e-9)
     assert aurc(b, np.ones(6)) == pytest.approx(1.0, abs=1e-12)
     assert aurc(b, np.zeros(6)) == 0.0
-    assert aurc(b, 3 * np.ones(6)) == pytest.approx(1.0, abs=1e-12)  # clipped to [0, 1]
+    assert aurc(b, 3 * np.ones(6)) == pytest.approx(3.0, abs=1e-12)  # not clipped
+    noisy_zero = np.array([0.0, -0.1, 0.1, -0.1, 0.1, -0.1])
+    assert aurc(b, noisy_zero) == pytest.approx(float(np.trapezoid(noisy_zero, x)))  # noise around 0 stays around 0
+    assert aurc(b, noisy_zero) < aurc(b, np.clip(noisy_zero, 0, None))
     assert aurc([100, 0, 10], [1.0, 0.0, 0.0]) == pytest.approx(0.5 * (1 - X10), abs=1e-12)  # unsorted input
     assert math.isnan(aurc([0], [1.0]))
 
@@ -203,20 +206,75 @@ def test_report_study_section_from_records_is_idempotent(tmp_path, capsys):
     assert report.read_text() == first  # nothing half-written
 
 
-def test_a_point_failing_a_guard_gets_no_recovery_credit():
+def test_a_point_failing_its_guard_is_excluded_not_scored_as_zero():
     recs = _hand()
     for r in recs:
         r["guard"] = {"fid_cf": 10.0, "retained_ra": 0.99, "retained_n": 90, "ra_ondata": r["ra"] / 2}
     broken = next(r for r in recs if r["role"] == "unlearned" and r["budget"]["steps"] == 100)
-    broken["guard"]["retained_ra"] = 0.5  # the attack destroyed the model's other classes
+    broken["guard"]["retained_ra"] = 0.5  # the attack destroyed the model's other classes: 0.5 < 0.8 x 0.99
     c = curve_table(recs).set_index("steps")
     assert not c.loc[100, "guard_ok"] and c.loc[10, "guard_ok"] and c.loc[0, "guard_ok"]
-    assert c.loc[100, "ra"] == 0.7 and c.loc[100, "ra_guarded"] == 0.1 and c.loc[100, "nr"] == 0.0
-    assert c.loc[100, "er"] == pytest.approx(0.1 - 0.4) and c.loc[10, "nr"] == pytest.approx(0.25)
+    assert c.loc[100, "ra"] == 0.7 and math.isnan(c.loc[100, "ra_guarded"]) and math.isnan(c.loc[100, "nr"])
+    assert math.isnan(c.loc[100, "er"]) and c.loc[10, "nr"] == pytest.approx(0.25)
     assert scalar_table(recs, n_boot=50).iloc[0]["guard_fail"] == 0.5
     from evaluation.summary import ra_budget_table
     t = ra_budget_table(recs, n_boot=50).set_index("steps")
     assert t.loc[100, "on-data RA safemax"] == pytest.approx(0.35) and t.loc[100, "min retained RA"] == 0.5
+
+
+def test_guard_is_relative_to_the_same_model_at_budget_zero():
+    """A model whose retained classes were already low (forget-only SAFEMax, 0.10) is judged against itself:
+    c_f coming back fully at an unchanged 0.10 retained RA is recovery, not a guard failure. An oracle point
+    that fails its own guard leaves ER undefined."""
+    recs = _hand()
+    for r in recs:
+        low = r["role"] == "unlearned"
+        r["guard"] = {"fid_cf": 1.0, "retained_ra": 0.10 if low else 0.99, "retained_n": 90, "ra_ondata": r["ra"]}
+    next(r for r in recs if r["role"] == "unlearned" and r["budget"]["steps"] == 100)["guard"]["retained_ra"] = 0.09
+    next(r for r in recs if r["role"] == "oracle" and r["budget"]["steps"] == 10)["guard"]["retained_ra"] = 0.5
+    c = curve_table(recs).set_index("steps")
+    assert c["guard_ok"].all()  # 0.09 >= 0.8 x 0.10
+    assert c.loc[100, "nr"] == pytest.approx(0.75) and c.loc[100, "er"] == pytest.approx(0.3)
+    assert not c.loc[10, "oracle_guard_ok"] and math.isnan(c.loc[10, "er"]) and c.loc[10, "nr"] == pytest.approx(0.25)
+
+
+def test_guard_samples_keep_false_alarms_below_one_percent():
+    """A model at a true retained RA of 0.9 that the attack leaves unchanged fails the guard < 1% of the time,
+    for the guard sizes every config uses (samples per retained class x 9 retained digits classes)."""
+    from pathlib import Path
+
+    import yaml
+
+    from evaluation.summary import guard_false_alarm
+
+    assert guard_false_alarm(18) > 0.01 > guard_false_alarm(27)  # the bar: 2 per class is too few, 3 enough
+    root = Path(__file__).resolve().parent.parent / "configs"
+    sizes = {"attack_job": yaml.safe_load((root / "attack_job.yaml").read_text())["eval"]["n_retained_per_class"]}
+    for f in (root / "experiment").glob("*.yaml"):
+        per = (yaml.safe_load(f.read_text()) or {}).get("eval", {}).get("n_retained_per_class")
+        if per and f.stem != "sweep_smoke":  # the plumbing smoke test's numbers mean nothing
+            sizes[f.stem] = per
+    for name, per in sizes.items():
+        assert guard_false_alarm(9 * per) < 0.01, name
+
+
+def test_clustered_bootstrap_covers_the_mean_under_a_class_effect():
+    """Known answer: units = 20 classes x 3 seeds, value = class effect N(0, 1) + seed noise N(0, 0.3^2), true
+    mean 0. Resampling classes then seeds covers 0 in >= 90% of 200 simulations; resampling units as if
+    independent does not (it ignores that a class's seeds share its effect)."""
+    rng = np.random.default_rng(0)
+    hits = {True: 0, False: 0}
+    for sim in range(200):
+        v = (rng.normal(0, 1.0, 20)[:, None] + rng.normal(0, 0.3, (20, 3))).ravel()
+        for clustered in (True, False):
+            _, lo, hi = bootstrap_ci(v, np.mean, 1000, sim, clusters=np.repeat(np.arange(20), 3) if clustered else None)
+            hits[clustered] += lo <= 0 <= hi
+    assert hits[True] / 200 >= 0.90 and hits[False] / 200 <= 0.85
+    # one class holding every unit: no between-class spread to resample, only its seeds
+    p, lo, hi = bootstrap_ci([0.2, 0.4], clusters=[3, 3])
+    assert (p, lo <= 0.3 <= hi) == (pytest.approx(0.3), True)
+    with pytest.raises(ValueError, match="cluster labels"):
+        bootstrap_ci([0.1, 0.2], clusters=[0])
 
 
 def test_sampler_comparison_pairs_units_and_never_mixes_samplers(tmp_path):

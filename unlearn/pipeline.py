@@ -178,10 +178,13 @@ class Context:
 
         return artifact(self.artifacts_root, "unlearned", spec, build)
 
-    def load(self, folder: Path, training: bool = False):
+    def load(self, folder: Path, training: bool = False, fp32: bool = False):
         """A checkpoint folder as a model on this context's device, checked against this data, with the
-        fast-path switches applied."""
+        fast-path switches applied (fp32=True: none of them, full precision whatever the device)."""
         model = load_unet(folder, self.device, expect=(self.ds.image_shape, self.ds.num_classes))
+        if fp32:
+            model.autocast_dtype = None
+            return model
         return self.fast.model(model, self.device, training)
 
     def provenance(self, folder: Path) -> dict:
