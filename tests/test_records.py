@@ -135,3 +135,57 @@ def test_failed_write_rolls_back_the_partial_line(tmp_path, monkeypatch):
         append_record(p, {"key": "b", "pad": "x" * 100})
     monkeypatch.undo()
     assert p.read_bytes() == before
+
+
+def test_export_commits_records_deterministically(tmp_path):
+    """evaluation.records export: merge into a gzip JSONL sorted by key, no timestamp in the gzip header (the
+    same records give the same bytes, so rerunning it changes nothing in git); the source wins a shared key."""
+    import gzip
+
+    from evaluation.records import export, read_all
+
+    src = tmp_path / "records.jsonl"
+    src.write_text('{"key": "b", "v": 1}\n{"key": "a", "v": 2}\n')
+    dst = tmp_path / "data" / "digits.jsonl.gz"
+    assert export(src, dst) == 2
+    first = dst.read_bytes()
+    assert export(src, dst) == 2 and dst.read_bytes() == first
+    assert [json.loads(x)["key"] for x in gzip.decompress(first).decode().splitlines()] == ["a", "b"]
+    src.write_text('{"key": "b", "v": 3}\n{"key": "c", "v": 4}\n')
+    assert export(src, dst) == 3
+    assert {r["key"]: r["v"] for r in read_all(dst.parent)} == {"a": 2, "b": 3, "c": 4}
+    dst.write_bytes(b"not gzip")
+    with pytest.raises(UserError, match="not a readable gzip file of records"):
+        read_all(dst.parent)
+
+
+def test_report_check_passes_on_a_fresh_copy_and_fails_on_a_stale_report(tmp_path, capsys):
+    """--check rebuilds in memory from committed records only (no results/ folder) and compares."""
+    import shutil
+
+    from evaluation.records import export
+    from evaluation.report import main
+    from tests.test_evaluation import _rec
+
+    recs = tmp_path / "run" / "records.jsonl"
+    recs.parent.mkdir()
+    recs.write_text("".join(json.dumps({**_rec("safemax", c, 0.1, 0.8), "key": f"k{c}", "n_per_class": 100,
+                                        "judge_id": "j", "device": "cpu", "judge_test_accuracy": 0.98,
+                                        "fid_features": "judge:j", "per_class_ra": {str(c): 0.1},
+                                        "min_class_ra": 0.1}) + "\n" for c in range(3)))
+    clone = tmp_path / "clone"
+    export(recs, clone / "data" / "records" / "digits.jsonl.gz")
+    report = clone / "REPORT.md"
+    report.write_text("# R\n\nHand text.\n")
+    data = str(clone / "data" / "records")
+    assert main(["--records", data, "--report", str(report)]) == 0
+    built = report.read_text()
+    assert main(["--records", data, "--report", str(report), "--check"]) == 0
+    shutil.rmtree(recs.parent)  # nothing but the committed records is needed
+    assert main(["--records", data, "--report", str(report), "--check"]) == 0
+    report.write_text(built.replace("| safemax |", "| SAFEMAX |"))
+    capsys.readouterr()
+    assert main(["--records", data, "--report", str(report), "--check"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs from what" in err[0] and "run python -m evaluation.report" in err[0]
+    assert "SAFEMAX" in report.read_text()  # --check never writes
