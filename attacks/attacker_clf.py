@@ -86,13 +86,12 @@ def get_attacker_clf(ctx: Context, recipe: AttackerClfRecipe = AttackerClfRecipe
 
 
 def confused_class(ctx: Context, clf: AttackerNet) -> int:
-    """The class the attacker's own classifier most confuses with c_f, on the attacker's own pool images:
-    argmax over j != c_f of mean p(j | pool of c_f) + mean p(c_f | pool of j). Picks the neighbour for
-    fine-tuning recovery (the judge is never consulted: spec control 4)."""
+    """The retained class most confusable with c_f for the attacker's own classifier: argmax over j != c_f of
+    mean p(c_f | x) over the attacker pool of class j. Only retained-class images are fed to it (in the
+    fine-tuning threat model the attacker holds no image of c_f; its classifier knows c_f as a label, as a
+    public classifier would). Picks the neighbour for fine-tuning recovery; the judge is never consulted."""
     ds, fc = ctx.ds, ctx.forget_class
     with torch.no_grad():
-        conf = torch.stack([torch.softmax(clf(ds.attacker_pool(c).to(ctx.device)), -1).mean(0).cpu()
-                            for c in range(ds.num_classes)])  # [true, predicted]
-    both = conf[fc] + conf[:, fc]
-    both[fc] = -1.0
-    return int(both.argmax())
+        p_cf = {c: torch.softmax(clf(ds.attacker_pool(c).to(ctx.device)), -1)[:, fc].mean().item()
+                for c in range(ds.num_classes) if c != fc}
+    return max(p_cf, key=p_cf.get)

@@ -141,7 +141,8 @@ class Guards:
       accepts as on-data: noise or adversarial garbage labelled c_f does not count (the "bird" failure);
     - FID (judge features, torch-fidelity) of the c_f samples against real c_f images (held-out half +
       test split, never given to an attacker);
-    - retained_ra: the judge's accuracy on samples of the retained classes after the attack."""
+    - retained_ra: the judge's accuracy on samples of the retained classes after the attack (a sample counts
+      when the judge names its class and does not call it off-data)."""
 
     def __init__(self, ctx: Context, judge: Judge, ev: SamplerSpec, per_class: int, inception_weights: str | None = None):
         ds, fc = ctx.ds, ctx.forget_class
@@ -156,7 +157,8 @@ class Guards:
         x, timer = sample_labels(model, self.ctx, self.ev, self.labels, self.ctx.seed + 1)
         with timer:
             ondata = (hits & ~self.noise.rejected(x_cf)).float().mean().item()
-            retained = (self.judge.probs(x).argmax(-1) == self.labels).float().mean().item()
+            # a retained sample counts when the judge names its class and does not call it off-data
+            retained = ((self.judge.probs(x).argmax(-1) == self.labels) & ~self.noise.rejected(x)).float().mean().item()
             f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), self.inception, cuda=self.ctx.device.type == "cuda")
         return {"ra_ondata": round(ondata, 5), "fid_cf": round(f, 3), "fid_features": "inception" if self.inception else f"judge:{self.judge.id}", "retained_ra": round(retained, 5), "retained_n": len(self.labels),
                 "fid_real_n": len(self.real)}, timer
@@ -306,9 +308,10 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
     roles = _roles(cfg, ctx)
     params = OmegaConf.to_container(cfg.attack, resolve=True)
     unlearned_key = ctx.provenance(ctx.model_folder("unlearned"))["key"]
-    # audits always run in fp32 (no bf16 / TF32, whatever `fast` says): their keys carry no fast tag
+    # audits always run in fp32 (no bf16 / TF32, whatever `fast` says): their keys carry no fast tag. "scores": 2
+    # is the version of the score definitions (2: SecMI as published), so older audits are recomputed, not resumed
     job = {"attack": {k: v for k, v in params.items() if k not in ("budgets", "t")}, "seed": ctx.seed,
-           "forget_class": ctx.forget_class, **({"study": cfg.study} if cfg.get("study") else {})}
+           "forget_class": ctx.forget_class, "scores": 2, **({"study": cfg.study} if cfg.get("study") else {})}
     run_id = key_of({**job, "unlearned": unlearned_key})
     wanted = set()
     for role in roles:

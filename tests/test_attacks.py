@@ -88,6 +88,15 @@ def test_mia_job_records_every_score_per_role(tiny_root, tmp_path):
     assert len(records) == 6 * 3 and {r["role"] for r in records} == {"unlearned", "original", "oracle"}
     for r in records:
         assert 0 <= r["auc"] <= 1 and r["n_members"] > r["n_nonmembers"] > 0
+    # audits load their models in fp32 whatever `fast` says (bf16 SecMI scores correlate only 0.96 on CUDA)
+    from unlearn.pipeline import Context
+
+    ctx = Context.from_cfg(compose_cfg("mia", [*TINY, *TINY_METHOD, "fast.cpu=true", *_paths(tiny_root, tmp_path)]))
+    folder = ctx.model_folder("original")
+    assert ctx.load(folder).autocast_dtype == torch.bfloat16 and ctx.load(folder, fp32=True).autocast_dtype is None
+    x = ctx.ds.x_train[:8]
+    exact = mia.secmi_score(ctx.load(folder, fp32=True), ctx.schedule, x, 0)
+    assert not np.allclose(mia.secmi_score(ctx.load(folder), ctx.schedule, x, 0), exact, rtol=1e-6, atol=0)
     again = mia.run(cfg)  # resumes: nothing recomputed, nothing duplicated
     assert {r["key"] for r in again} == {r["key"] for r in records}
     assert len(read_records(tmp_path / "results" / "records.jsonl")) == 18
