@@ -184,12 +184,12 @@ def read_all(source: str | Path) -> list[dict]:
     return list(by_key.values())
 
 
-def export(src: str | Path, dst: str | Path) -> int:
-    """Merge the records of `src` into the compressed file `dst` (one per key, src wins), sorted by key, gzip
-    without a timestamp (the same records give the same bytes: a rerun changes nothing in git). Returns the
-    number of records written."""
+def export(src: str | Path, dst: str | Path, fresh: bool = False) -> int:
+    """Merge the records of `src` into the compressed file `dst` (one per key, src wins; fresh=True: only src's,
+    dropping what dst held), sorted by key, gzip without a timestamp (the same records give the same bytes: a
+    rerun changes nothing in git). Returns the number of records written."""
     dst = Path(dst)
-    merged = {r["key"]: r for r in read_records(dst)}
+    merged = {} if fresh else {r["key"]: r for r in read_records(dst)}
     merged.update({r["key"]: r for r in read_all(src)})
     lines = "".join(json.dumps(merged[k], sort_keys=True, default=str) + "\n" for k in sorted(merged))
     with atomic_write(dst, "--to") as tmp:
@@ -204,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="merge a records.jsonl (or a results root) into a committed .jsonl.gz")
     ex.add_argument("source")
     ex.add_argument("--to", default=str(COMMITTED / "digits.jsonl.gz"))
+    ex.add_argument("--fresh", action="store_true", help="write only the source's records (drop the old ones)")
     a = ap.parse_args(argv)
     try:
-        n = export(a.source, a.to)
+        n = export(a.source, a.to, a.fresh)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

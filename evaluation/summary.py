@@ -35,7 +35,11 @@ ROLE_ORDER = ["original", "unlearned", "oracle"]
 
 def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
     """Attack records flattened (budget.steps -> budget_steps, guard.fid_cf -> guard_fid_cf, hit_any.10 ->
-    hit_any_10); `steps` = budget_steps; a missing setting is "default"; missing guards / costs are NaN."""
+    hit_any_10); `steps` = budget_steps; a missing setting is "default"; missing guards / costs are NaN.
+
+    Noise never counts as recovery: `ra` here is the on-data RA (the judge names c_f AND does not call the
+    sample off-data, guard.ra_ondata) wherever the record has it; `ra_raw` keeps the K-way judge's RA (the
+    testbed's, in which noise can count), and `ra_scored` says which one `ra` is ("on-data" / "raw")."""
     recs = [r for r in records if r.get("kind") == "attack"]
     if not recs:
         raise UserError("no attack records; run an attack first (e.g. python -m attacks.relearn unlearned=safemax)")
@@ -46,6 +50,10 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
         if c not in df:
             df[c] = np.nan
     df["steps"] = df["budget_steps"]
+    df["ra_raw"] = df["ra"]
+    ondata = df["guard_ra_ondata"].notna()
+    df["ra"] = df["guard_ra_ondata"].where(ondata, df["ra_raw"])
+    df["ra_scored"] = np.where(ondata, "on-data", "raw")
     # How a point was scored: the sampler (DDIM-25, DDPM-1000, ...) and guidance w. Points scored differently
     # must never share a curve (an oracle point under one sampler against an unlearned point under another):
     # `scoring` names it, and where a frame holds several, each setting is tagged " @<scoring>". Sampler probes
@@ -92,8 +100,13 @@ def _curves(data) -> pd.DataFrame:
 
 
 def _one_dataset(df: pd.DataFrame) -> None:
+    """One dataset and one judge per table: points scored by different judges (e.g. records from before and
+    after the judge changed) never share a curve."""
     if "dataset" in df and df["dataset"].nunique() > 1:
         raise UserError(f"records hold datasets {sorted(df['dataset'].dropna().unique())}; pass one dataset's records")
+    if "judge_id" in df and df["judge_id"].nunique() > 1:
+        raise UserError(f"records hold points scored by judges {sorted(df['judge_id'].dropna().unique())}; pass one "
+                        "judge's records (python -m evaluation.records export --fresh writes only a run's records)")
 
 
 def _latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -162,10 +175,10 @@ def curve_table(df) -> pd.DataFrame:
     span = (u["ra_orig"] - u["ra_u"]).replace(0, np.nan)
     u["nr"] = (u["ra_guarded"] - u["ra_u"]) / span
     u["er"] = (u["ra_guarded"] - u["ra_oracle"]).where(u["oracle_guard_ok"])
-    u["nr_oracle"] = (u["ra_oracle"] - u["ra_u"]) / span
+    u["nr_oracle"] = ((u["ra_oracle"] - u["ra_u"]) / span).where(u["oracle_guard_ok"])
     extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
              "run_id"]
-    cols = [*CURVE_KEY, "scoring", "ra", "ra_guarded", "guard_ok", "oracle_guard_ok", "ra_orig", "ra_u", "nr",
+    cols = [*CURVE_KEY, "scoring", "ra", "ra_raw", "ra_scored", "ra_guarded", "guard_ok", "oracle_guard_ok", "ra_orig", "ra_u", "nr",
             "ra_oracle", "er",
             "nr_oracle", *GUARDS, *HITS]
     cols += [c for c in extra if c in u]
@@ -173,10 +186,18 @@ def curve_table(df) -> pd.DataFrame:
 
 
 def _guard_ok(rows: pd.DataFrame, keys: list[str]) -> np.ndarray:
-    """Per row: retained RA >= GUARD_REL x the retained RA at budget 0 of the same curve (True where either
-    is unknown)."""
-    z = rows[rows["steps"] == 0].groupby(keys, as_index=False)["guard_retained_ra"].mean()
-    ref = rows[keys].merge(z.rename(columns={"guard_retained_ra": "_r0"}), on=keys, how="left")["_r0"].to_numpy(float)
+    """Per row: retained RA >= GUARD_REL x the model's retained RA when untouched (True where either is
+    unknown). The reference is budget 0 of the same curve where that is the untouched model; for curves whose
+    budget 0 is already an attack (sampler probes, inversion from another row) it is the mean over the same
+    model's untouched budget-0 points (any setting and scoring of the class and seed)."""
+    zero = rows[rows["steps"] == 0]
+    own = zero.groupby(keys, as_index=False)["guard_retained_ra"].mean()
+    ref = rows[keys].merge(own.rename(columns={"guard_retained_ra": "_r0"}), on=keys, how="left")["_r0"].to_numpy(float)
+    loose = [k for k in keys if k not in ("attack", "setting", "scoring", "n")]
+    plain = zero[zero["unattacked"]].groupby(loose, as_index=False)["guard_retained_ra"].mean()
+    ref_u = rows[loose].merge(plain.rename(columns={"guard_retained_ra": "_r0"}), on=loose, how="left")["_r0"].to_numpy(float)
+    touched = ~rows.groupby(keys)["unattacked"].transform("max").to_numpy(bool)  # no untouched budget 0 in the curve
+    ref = np.where(touched & ~np.isnan(ref_u), ref_u, ref)
     ra = rows["guard_retained_ra"].to_numpy(float)
     return ~(ra < GUARD_REL * ref)  # NaN compares False: unknown passes
 
@@ -197,7 +218,8 @@ def aurc(budgets, nr, b_max: float | None = None) -> float:
     weighs about the same); the trapezoid rule joins the points. NR is not clipped: clipping at 0 would bias a
     near-zero curve's area upward (its noise below 0 dropped, above 0 kept), so an unrecovered model's AURC
     scatters around 0 and may be negative, and one that overshoots RA_orig may exceed 1. NR = 1 everywhere
-    gives 1, NR = 0 gives 0, NR = x gives 0.5 (for any grid). Points with NaN NR are dropped; a curve without a
+    gives 1, NR = 0 gives 0, NR = x gives 0.5 (for any grid). Points with NaN NR (excluded by a guard) are
+    dropped, so their area is interpolated from their neighbours (`guard_fail` says how many); a curve without a
     B = 0 point adds no area left of its first budget. NaN if fewer than two points or B_max = 0.
     b_max: the grid's largest budget (default: this curve's), so a unit missing its last points is not
     stretched onto [0, 1]: it is NaN instead (its area is unknown).
@@ -215,10 +237,17 @@ def aurc(budgets, nr, b_max: float | None = None) -> float:
 
 
 def b_at(budgets, nr, level: float = 0.5) -> float:
-    """B@level: the smallest budget with NR >= level (NaN NR never counts); math.inf if never reached."""
+    """B@level: the smallest budget with NR >= level; math.inf if never reached. NaN (unknown) when a point
+    at or below that budget is NaN (excluded by a guard, or NR undefined): an excluded point is never
+    credited as "not recovered"."""
     b, r = np.asarray(budgets, float), np.asarray(nr, float)
-    hit = b[r >= level]
-    return float(hit.min()) if hit.size else math.inf
+    order = np.argsort(b, kind="stable")
+    for bi, ri in zip(b[order], r[order]):
+        if np.isnan(ri):
+            return math.nan
+        if ri >= level:
+            return float(bi)
+    return math.inf
 
 
 def bootstrap_ci(values_by_unit, stat: Callable = np.mean, n_boot: int = 2000, seed: int = 0,

@@ -6,7 +6,8 @@ mean +- std over forgotten classes, from class-accuracy records only.
 Columns: UA = 1 - RA(c_f); H = judge entropy on c_f samples (nats); p(c_f); the noise-aware split of c_f
 samples (noise = rejected as off-data by evaluation/ood.py; other = in-distribution, judged another
 class); retained RA; FID of retained-class samples vs real retained images (judge features unless
-Inception weights were given); unlearning wall seconds; peak GPU memory (CUDA runs only; n/a on CPU); sample-gradients (priors included).
+Inception weights were given); unlearning wall seconds; peak GPU memory (CUDA runs only; n/a on CPU); sample-gradients (priors included);
+network evaluations without a gradient (SA's prior sampling, SalUn's and RL's anchor targets).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ COLUMNS = {  # output column -> function of a record
     "wall s": lambda r: (r.get("unlearn") or {}).get("wall_s", 0.0),
     "prior wall s": lambda r: (r.get("unlearn") or {}).get("prior_wall_s", 0.0),
     "sample-grads": lambda r: (r.get("unlearn") or {}).get("sample_gradients", 0),
+    # forward passes without a gradient: SA's replay / Fisher sampling, SalUn's anchor targets
+    "NFE no-grad": lambda r: (r.get("unlearn") or {}).get("prior_nfe", 0) + (r.get("unlearn") or {}).get("forward_nfe", 0),
     "peak GiB": lambda r: (r.get("unlearn") or {}).get("peak_mem_gib") or float("nan"),  # CUDA only
 }
 ORDER = ["original", "oracle", "safemax", "safemax_forget_only", "salun", "rl", "sa", "ga"]
@@ -80,7 +83,7 @@ def unlearning_table(records: list[dict], dataset: str = "digits", w: float | No
     agg = df.groupby(["label", "method"])[list(COLUMNS)].agg(["mean", "std"])
     out = pd.DataFrame(index=agg.index)
     for col in COLUMNS:
-        digits = 0 if col in ("sample-grads",) else (1 if col.endswith("s") and "wall" in col else 3)
+        digits = 0 if col in ("sample-grads", "NFE no-grad") else (1 if col.endswith("s") and "wall" in col else 3)
         m, s = agg[(col, "mean")], agg[(col, "std")].fillna(0)
         out[col] = [f"{a:.{digits}f} ± {b:.{digits}f}" if a == a else "n/a (CPU)" for a, b in zip(m, s)]
     out["classes"] = df.groupby(["label", "method"])["forget class"].nunique()

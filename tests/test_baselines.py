@@ -151,3 +151,16 @@ def test_salun_forget_term_anchors_to_the_next_class_and_retain_is_pixel_summed(
     assert s.final_retain_loss == pytest.approx(64 * mean.final_retain_loss, rel=1e-4)
     rand = salun(_LabelEps(), data, generator=torch.Generator().manual_seed(0), anchor="random", **common)
     assert rand.final_forget_loss > 1.5  # random other classes 1..3: E[(0 - c')^2] = 14 / 3
+
+
+def test_salun_target_is_the_current_model_not_a_frozen_copy():
+    """After a step with lr > 0 the current model's anchor prediction moves with it: with eps = a x + label the
+    forget loss stays (c_f - c')^2 = 1 exactly (target="current", the reference), while a frozen copy's target
+    (a = 0) no longer matches (target="frozen", the ablation)."""
+    from unlearn.salun import salun
+
+    common = dict(steps=2, batch_size=8, lr=0.5, mask_density=None, alpha=0.0, forget_label_dropout=0.0)
+    current = salun(_LabelEps(), _tiny_data(), generator=torch.Generator().manual_seed(0), **common)
+    frozen = salun(_LabelEps(), _tiny_data(), generator=torch.Generator().manual_seed(0), target="frozen", **common)
+    assert current.final_forget_loss == pytest.approx(1.0, abs=1e-5)
+    assert abs(frozen.final_forget_loss - 1.0) > 1e-2

@@ -154,6 +154,7 @@ def test_export_commits_records_deterministically(tmp_path):
     src.write_text('{"key": "b", "v": 3}\n{"key": "c", "v": 4}\n')
     assert export(src, dst) == 3
     assert {r["key"]: r["v"] for r in read_all(dst.parent)} == {"a": 2, "b": 3, "c": 4}
+    assert export(src, dst, fresh=True) == 2 and {r["key"] for r in read_all(dst)} == {"b", "c"}
     dst.write_bytes(b"not gzip")
     with pytest.raises(UserError, match="not a readable gzip file of records"):
         read_all(dst.parent)

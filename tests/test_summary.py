@@ -55,7 +55,9 @@ def test_b_at_hand_curve_and_never():
     b, nr = [0, 10, 100, 1000], [0.0, 0.4, 0.55, 0.9]
     assert b_at(b, nr) == 100
     assert b_at(b, nr, level=0.9) == 1000
-    assert b_at(b, [0.0, 0.1, float("nan"), 0.49]) == math.inf
+    assert b_at(b, [0.0, 0.1, 0.2, 0.49]) == math.inf
+    assert math.isnan(b_at(b, [0.0, 0.1, float("nan"), 0.49]))  # an excluded point is not "never recovered"
+    assert b_at(b, [0.0, 0.6, float("nan"), 0.49]) == 10  # reached before the excluded point
 
 
 def test_nr_and_er_from_hand_records():
@@ -98,7 +100,8 @@ def test_scalar_table_hand_numbers():
     area = 0.5 * X10 * 0.25 + 0.5 * (1 - X10) * (0.25 + 0.75)
     assert r.units == 2 and r.b_max == 100
     assert r.aurc == pytest.approx(area) and r.aurc_lo == pytest.approx(area) and r.aurc_hi == pytest.approx(area)
-    assert r.aurc_excess == pytest.approx(area - 0.5 * (1 - X10) * 0.375)  # oracle NR [0 (clipped), 0, 0.375]
+    oracle_area = 0.5 * X10 * (-0.125 + 0.0) + 0.5 * (1 - X10) * 0.375  # oracle NR [-0.125 (not clipped), 0, 0.375]
+    assert r.aurc_excess == pytest.approx(area - oracle_area)
     assert (r.b50, r.nr_at_max, r.er_at_max) == (100, pytest.approx(0.75), pytest.approx(0.3))
 
 
@@ -214,7 +217,8 @@ def test_a_point_failing_its_guard_is_excluded_not_scored_as_zero():
     broken["guard"]["retained_ra"] = 0.5  # the attack destroyed the model's other classes: 0.5 < 0.8 x 0.99
     c = curve_table(recs).set_index("steps")
     assert not c.loc[100, "guard_ok"] and c.loc[10, "guard_ok"] and c.loc[0, "guard_ok"]
-    assert c.loc[100, "ra"] == 0.7 and math.isnan(c.loc[100, "ra_guarded"]) and math.isnan(c.loc[100, "nr"])
+    assert c.loc[100, "ra_raw"] == 0.7 and c.loc[100, "ra"] == 0.35 and c.loc[100, "ra_scored"] == "on-data"
+    assert math.isnan(c.loc[100, "ra_guarded"]) and math.isnan(c.loc[100, "nr"])
     assert math.isnan(c.loc[100, "er"]) and c.loc[10, "nr"] == pytest.approx(0.25)
     assert scalar_table(recs, n_boot=50).iloc[0]["guard_fail"] == 0.5
     from evaluation.summary import ra_budget_table
@@ -236,6 +240,21 @@ def test_guard_is_relative_to_the_same_model_at_budget_zero():
     assert c["guard_ok"].all()  # 0.09 >= 0.8 x 0.10
     assert c.loc[100, "nr"] == pytest.approx(0.75) and c.loc[100, "er"] == pytest.approx(0.3)
     assert not c.loc[10, "oracle_guard_ok"] and math.isnan(c.loc[10, "er"]) and c.loc[10, "nr"] == pytest.approx(0.25)
+
+
+def test_a_sampler_probe_is_guarded_against_the_untouched_model():
+    """Sampler probes have only budget 0 (their own setting): the guard compares them with the same model's
+    untouched budget-0 point (here relearn's), so a probe that wrecks the retained classes is excluded."""
+    recs = _hand()
+    recs += [_rec("unlearned", 0, 0.6, method="safemax", attack="sampler", setting="w=0 eta=0"),
+             _rec("original", 0, 0.9, attack="sampler", setting="w=0 eta=0")]
+    for r in recs:
+        r["guard"] = {"fid_cf": 1.0, "retained_ra": 0.99, "retained_n": 90, "ra_ondata": r["ra"]}
+    recs[-2]["guard"]["retained_ra"] = 0.5
+    c = curve_table(recs)
+    probe = c[c["attack"] == "sampler"].iloc[0]
+    assert not probe["guard_ok"] and math.isnan(probe["nr"])
+    assert c[c["attack"] == "relearn"]["guard_ok"].all()
 
 
 def test_guard_samples_keep_false_alarms_below_one_percent():
