@@ -196,6 +196,7 @@ CASES: dict[str, Case] = {
     "scalar-budgets": Case(["attack.budgets=5"], r"attack.budgets=5 must be a list, e.g."),
     "zero-samples": Case(["eval.n=0"], r"eval.n=0: need at least one sample"),
     "bad-sampler-clip": Case(["sampler.clip=maybe"], r"sampler.clip='maybe': use true or false"),
+    "bad-sampler-variance": Case(["sampler.variance=large"], r"sampler.variance='large': use one of ddim, beta"),
     "wrong-data-root": Case(["data=mnist", "data.root=/nonexistent/mnist"], r"data.root=/nonexistent/mnist is not a folder"),
     "mnist-file-missing": Case([], r"no MNIST images-idx3-ubyte file under data.root", setup=setup_mnist_missing_file),
     "malformed-idx": Case([], r"bad IDX magic number", setup=setup_malformed_idx),
