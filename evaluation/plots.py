@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from evaluation.records import sampler_name  # noqa: E402
-from evaluation.tables import ROLE_ORDER, records_frame  # noqa: E402
+from evaluation.tables import ROLE_ORDER, scored_frame  # noqa: E402
 from unlearn.io import atomic_write  # noqa: E402
 
 COLORS = {"original": "tab:blue", "unlearned": "tab:red", "oracle": "tab:green"}
@@ -26,8 +26,9 @@ def _atomic_savefig(fig, path: Path) -> None:
 
 
 def plot_ra_curve(records: list[dict], path: Path, title: str | None = None) -> None:
-    """RA of c_f vs attack steps (symlog x: 0 is shown, log beyond 10), 95% CI bands, one line per role."""
-    df = records_frame(records)
+    """On-data RA of c_f vs attack steps (symlog x: 0 is shown, log beyond 10), 95% Wilson bands, one line per
+    role; a dotted line of the same colour is the K-way RA (noise counts) where it differs."""
+    df = scored_frame(records)
     if df.empty:
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -36,10 +37,12 @@ def plot_ra_curve(records: list[dict], path: Path, title: str | None = None) -> 
         label = role if role != "unlearned" else f"unlearned ({d.method.iloc[0]})"
         ax.plot(d.budget_steps, d.ra, "o-", color=COLORS[role], label=label, ms=4)
         ax.fill_between(d.budget_steps, d.ra_ci_low, d.ra_ci_high, color=COLORS[role], alpha=0.2, lw=0)
+        if (d.ra_raw != d.ra).any():
+            ax.plot(d.budget_steps, d.ra_raw, ":", color=COLORS[role], lw=1, label=f"{label}, K-way (noise counts)")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"attack budget: optimizer steps (batch {int(df.budget_sample_gradients.max() / max(1, df.budget_steps.max()))})")
-    ax.set_ylabel("recovered accuracy RA of c_f")
+    ax.set_ylabel("on-data RA of c_f")
     r0 = df.iloc[0]
     ax.set_title(title or f"{r0.attack} on {r0.dataset}, forget class {r0.forget_class}, seed {r0.seed}", fontsize=10)
     ax.legend(fontsize=8, loc="center right")

@@ -53,14 +53,17 @@ def guidance_section(records: list[dict]) -> str:
                  for r in reversed(recs)}.values())[::-1]
     if not recs:
         return "_No class-accuracy records of the original model yet: run the command below._"
-    df = pd.DataFrame([{"dataset": r["dataset"], "model": r["method"], "w": r["guidance_w"],
+    df = pd.DataFrame([{"dataset": r["dataset"], "model": r["method"],
+                        "forget class": r["forget_class"] if r["method"] == "oracle" else "-", "w": r["guidance_w"],
                         "sampler": sampler_name(r), "n/class": r["n_per_class"],
                         "mean RA": round(sum(r["per_class_ra"].values()) / len(r["per_class_ra"]), 3),
                         "min class RA": r["min_class_ra"],
                         "per class": " ".join(f"{v:.2f}" for v in r["per_class_ra"].values())} for r in recs])
-    df = df.sort_values(["dataset", "model", "w"]).set_index("dataset")
-    return ("Judge accuracy of each class's own samples (the oracle never saw class "
-            f"{recs[0]['forget_class']}: its column is the forget-class floor). Device: {_devices(recs)}.\n\n"
+    order = df["forget class"].map(lambda c: -1 if c == "-" else c)  # the original ("-") before the oracles
+    df = df.assign(_fc=order).sort_values(["dataset", "model", "w", "_fc"], kind="stable").drop(columns="_fc")
+    df = df.set_index("dataset")
+    return ("Judge accuracy of each class's own samples (each oracle never saw its forget class: that class's "
+            f"column is the forget-class floor). Device: {_devices(recs)}.\n\n"
             + _md(df) + "\n\nReproduce: `python -m evaluation.classes --multirun unlearned=original,oracle "
             "sampler.guidance_w=0,0.5,1,2`")
 
@@ -72,7 +75,10 @@ def unlearning_section(records: list[dict]) -> str:
     def where(r):  # the original model's record that a row is compared with
         return (r["dataset"], r.get("model"), r["guidance_w"], sampler_name(r), r["forget_class"], r.get("seed"))
 
+    from evaluation.unlearning_table import _variant_names
+
     orig = {where(r): r["retained_mean_ra"] for r in recs if r["method"] == "original"}
+    names = _variant_names(recs)  # a run with non-default args is named by them: "salun (lr=0.001)"
     rows = []
     for r in recs:
         if r["method"] == "original":
@@ -80,14 +86,15 @@ def unlearning_section(records: list[dict]) -> str:
         u = r.get("unlearn") or {}
         base = orig.get(where(r))
         fc = str(r["forget_class"])
-        rows.append({"dataset": r["dataset"], "method": r["method"], "forget class": r["forget_class"],
+        name = names[(r["method"], json.dumps(r.get("method_args", {}), sort_keys=True))]
+        rows.append({"dataset": r["dataset"], "method": name, "forget class": r["forget_class"],
                      "w": r["guidance_w"], "steps": u.get("steps", "-"), "lr": _arg(r, "lr"), "beta": _arg(r, "beta"),
                      "forget RA": round(r["forget_ra"], 3), "UA": round(1 - r["forget_ra"], 3),
                      "forget H (nats)": r["per_class_entropy"][fc],
                      "retained mean RA": r["retained_mean_ra"],
                      "vs original (pp)": f"{100 * (r['retained_mean_ra'] - base):+.1f}" if base is not None else "-",
                      "unlearn wall s": u.get("wall_s", "-"), "sample-grads": u.get("sample_gradients", "-")})
-    df = pd.DataFrame(rows).sort_values(["dataset", "w", "method", "lr", "steps"]).set_index("dataset")
+    df = pd.DataFrame(rows).sort_values(["dataset", "w", "method", "forget class"], kind="stable").set_index("dataset")
     return (f"{len(rows)} checkpoints, {recs[0]['n_per_class']} samples per class, judge {recs[0]['judge_id']} "
             f"(test accuracy {recs[0]['judge_test_accuracy']}). Device: {_devices(recs)}.\n\n" + _md(df)
             + "\n\nReproduce: `python -m evaluation.classes --multirun unlearned=safemax,safemax_forget_only,oracle` "
@@ -133,7 +140,7 @@ def attack_section(records: list[dict], fig_dir: Path) -> str:
             f"seed {u['seed']}\n\nAttack: k = {p.get('k')} attacker images, Adam lr {p.get('lr')}, batch "
             f"{p.get('batch_size')}. Evaluation: {sampler_name(u)}, "
             f"w = {u['guidance_w']}, N = {u['n']} per point, judge {u['judge_id']} (test accuracy "
-            f"{u['judge_test_accuracy']}), 95% Wilson CIs. Device: {_devices(group)}. Code {u['code_version']}.\n\n"
+            f"{u['judge_test_accuracy']}). On-data RA [95% Wilson CI] (K-way RA, in which noise counts, in parentheses). Device: {_devices(group)}. Code {u['code_version']}.\n\n"
             + _md(ra_table(group))
             + f"\n\n![RA curve](report/{name}.png)\n\nReproduce: `python -m attacks.relearn unlearned={u['method']} "
             f"data={u['dataset']} data.forget_class={u['forget_class']} seed={u['seed']}`")
@@ -158,9 +165,11 @@ def _study_command(study: str) -> str:
 
 def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     """A named study (attack records tagged `study`): robustness figure, scalar summaries with bootstrap CIs
-    over (class, seed) units, RA per budget, sampler probes, membership inference, and the cost ledger."""
+    over (class, seed) units, RA per budget, SAFEMax against each other method paired by unit, sampler probes,
+    membership inference, and the cost ledger."""
     from evaluation.curves import plot_robustness
-    from evaluation.summary import attack_frame, ledger, mia_table, ra_budget_table, sampler_table, scalar_table
+    from evaluation.summary import (attack_frame, ledger, method_comparison, mia_table, ra_budget_table, sampler_table,
+                                    scalar_table)
 
     recs = [r for r in records if r.get("study") == study]
     atk = [r for r in recs if r.get("kind") == "attack"]
@@ -197,6 +206,13 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
                        "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
                        "models' mean FID of c_f samples vs real c_f images on judge features):\n\n"
                        + _md(_fmt(rb).set_index("attack")))
+        methods = sorted({r["method"] for r in atk if r["role"] == "unlearned"}, key=lambda m: (m != "safemax", m))
+        for other in methods[1:]:
+            mc = method_comparison(frame, methods[0], other)
+            if not mc.empty:
+                out.append(f"**{methods[0]} against {other}, paired by unit** (mean ER of each over the units where "
+                           f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; negative: "
+                           f"{methods[0]} recovers less than {other}, relative to the oracle, at that budget):\n\n" + _md(_fmt(mc).set_index("attack")))
         st = sampler_table(frame)
         if not st.empty:
             out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "
@@ -245,8 +261,8 @@ def sampler_section(records: list[dict]) -> str:
                 "configs/experiment/resample_suite.yaml._")
     return ("Relearning: the same models and attack, scored under two samplers; means over the (class, seed) units "
             "both cover, 95% bootstrap CIs over units. ER: unlearned minus the oracle scored by the same sampler. "
-            "ER diff: ER under the attacker's sampler minus ER under the defender's, paired by unit. Raw RA (the "
-            "on-data split is in each study's section). Device: " + _devices(atk) + ".\n\n" + "\n\n".join(out))
+            "ER diff: ER under the attacker's sampler minus ER under the defender's, paired by unit. On-data RA (noise "
+            "never counts). Device: " + _devices(atk) + ".\n\n" + "\n\n".join(out))
 
 
 def _b50_grads(frame: pd.DataFrame, row) -> float:

@@ -509,3 +509,31 @@ def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed
                                                                             clusters=g["forget_class"].to_numpy())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def method_comparison(data, a: str, b: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Two unlearning methods under the same attack, paired by unit: per (attack, setting, n, steps), each
+    method's mean ER over the (class, seed) units where both ERs are defined, and diff = ER(a) - ER(b) per unit
+    with a cluster bootstrap CI (both ERs are taken against the same oracle point, so diff is also the paired RA
+    difference). A unit where either point, or the oracle's, fails its guard drops out of that budget's diff (it
+    is NaN, never zero); `units` counts the pairs that remain. Negative diff: a recovers less than b (relative to
+    the oracle) at that budget."""
+    df = _frame(data)
+    df = df[df["attack"] != "sampler"]
+    if df.empty or not {a, b} <= set(df.loc[df["role"] == "unlearned", "method"]):
+        return pd.DataFrame()
+    c = curve_table(df)
+    key = ["attack", "setting", "forget_class", "seed", "n", "scoring", "steps"]
+    both = c[c["method"] == a][[*key, "er"]].merge(c[c["method"] == b][[*key, "er"]], on=key, suffixes=(" a", " b"))
+    rows = []
+    for (attack, setting, n, scoring, steps), g in both.groupby(["attack", "setting", "n", "scoring", "steps"]):
+        ok = np.isfinite(g["er a"].to_numpy(float) - g["er b"].to_numpy(float))
+        g = g[ok]
+        row = {"attack": attack, "setting": setting, "n": n, "steps": steps, "units": len(g)}
+        row[f"ER {a}"] = g["er a"].mean() if len(g) else np.nan
+        row[f"ER {b}"] = g["er b"].mean() if len(g) else np.nan
+        col = f"ER {a} - ER {b}"
+        row[col], row[f"{col}_lo"], row[f"{col}_hi"] = bootstrap_ci(
+            (g["er a"] - g["er b"]).to_numpy(float), np.mean, n_boot, seed, clusters=g["forget_class"].to_numpy())
+        rows.append(row)
+    return pd.DataFrame(rows)

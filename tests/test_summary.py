@@ -393,3 +393,51 @@ def test_points_scored_differently_never_share_a_curve_or_a_reference():
     c = curve_table(f)
     p = c[c["attack"] == "sampler"]
     assert len(p) == 2 and np.allclose(p["ra_u"], 0.1) and np.allclose(p["ra_orig"], 0.9)  # the untouched SAFEMax, any scoring
+
+
+def test_method_comparison_pairs_units_and_drops_guarded_points():
+    """SAFEMax against SalUn on the same oracle, two classes: hand ERs at 10 steps 0.3-0.1 = 0.2 (both units) for
+    SAFEMax and 0.5-0.1 = 0.4 / 0.6-0.1 = 0.5 for SalUn: diffs -0.2 and -0.3, mean -0.25 with a CI inside
+    [-0.3, -0.2]. At 100 steps SalUn's class-1 point lost its retained classes: that unit drops out, and both
+    means are over the one pair left (SAFEMax 0.7-0.4 = 0.3; over all units it would be 0.35). The same curves
+    evaluated at a second N form their own rows: units are never counted twice."""
+    from evaluation.summary import method_comparison
+
+    recs = []
+    for fc, safemax, salun in ((0, [0.1, 0.3, 0.7], [0.1, 0.5, 0.9]), (1, [0.1, 0.3, 0.8], [0.1, 0.6, 0.9])):
+        recs += (_curve("original", [0.9, 0.92, 0.95], fc=fc) + _curve("unlearned", safemax, "safemax", fc=fc)
+                 + _curve("oracle", [0.0, 0.1, 0.4], fc=fc) + _curve("unlearned", salun, "salun", fc=fc))
+    for r in recs:
+        r["guard"] = {"retained_ra": 0.95, "retained_n": 90}
+        if r["method"] == "salun" and r["forget_class"] == 1 and r["budget"]["steps"] == 100:
+            r["guard"]["retained_ra"] = 0.2
+    big = [{**r, "n": 500, "key": r["key"] + "/n500", "guard": dict(r["guard"])} for r in recs]
+    t = method_comparison(recs + big, "safemax", "salun")
+    assert sorted(t["n"].unique()) == [100, 500] and len(t) == 6  # (n, steps) rows, one per budget and N
+    t = t[t["n"] == 100].set_index("steps")
+    col = "ER safemax - ER salun"
+    assert t.loc[10, "units"] == 2
+    assert t.loc[10, col] == pytest.approx(-0.25)
+    assert -0.3 - 1e-9 <= t.loc[10, f"{col}_lo"] <= t.loc[10, col] <= t.loc[10, f"{col}_hi"] <= -0.2 + 1e-9
+    assert t.loc[100, "units"] == 1 and t.loc[100, col] == pytest.approx(0.3 - 0.5)
+    assert t.loc[100, "ER safemax"] == pytest.approx(0.3)  # the mean over the pairs that remain, not over all units
+    assert t.loc[100, "ER salun"] == pytest.approx(0.5)
+    assert method_comparison(recs, "safemax", "rl").empty
+
+
+def test_per_job_table_scores_on_data_and_shows_the_k_way_ra():
+    """A point whose hits are mostly noise: K-way RA 0.32 over N = 500, on-data 0.05. The table's RA and its
+    excess are on-data, with the Wilson CI of 25/500 (0.034, 0.073); the K-way RA follows in parentheses."""
+    from evaluation.tables import ra_table
+
+    recs = _hand()
+    for r in recs:
+        r["n"] = 500
+        r["guard"] = {"ra_ondata": r["ra"]}
+    pt = next(r for r in recs if r["role"] == "unlearned" and r["budget"]["steps"] == 10)
+    pt.update(ra=0.32)
+    pt["guard"]["ra_ondata"] = 0.05
+    t = ra_table(recs)
+    assert t.loc[10, "unlearned:safemax"] == "0.050 [0.03, 0.07] (0.320)"
+    assert t.loc[10, "excess_over_oracle"] == "-0.050"  # 0.05 - 0.1
+    assert t.loc[0, "unlearned:safemax"] == "0.100 [0.05, 0.15]"  # on-data == K-way: the record's own CI, no parentheses
