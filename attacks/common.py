@@ -6,8 +6,8 @@ harness (evaluation/harness.py) consumes the states an attack yields and scores 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -26,7 +26,7 @@ class Prior:
     wall_s: float = 0.0
     device_s: float = 0.0
 
-    def __add__(self, other: "Prior") -> "Prior":
+    def __add__(self, other: Prior) -> Prior:
         return Prior(self.sample_gradients + other.sample_gradients, self.nfe + other.nfe,
                      self.wall_s + other.wall_s, self.device_s + other.device_s)
 
@@ -52,7 +52,8 @@ def check_list(value, name: str, example: str) -> list:
 def check_budgets(budgets) -> list[int]:
     b = [int(x) for x in check_list(budgets, "attack.budgets", "[0,10,100]")]
     if not b or any(x < 0 for x in b) or b != sorted(set(b)):
-        raise UserError(f"attack.budgets must be a non-empty, strictly increasing list of steps >= 0, got {list(budgets)}")
+        raise UserError("attack.budgets must be a non-empty, strictly increasing list of steps >= 0, "
+                        f"got {list(budgets)}")
     return b
 
 

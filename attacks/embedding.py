@@ -17,8 +17,8 @@ weight, the original table included, is left bit-identical (a test checks it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import hydra
 import torch

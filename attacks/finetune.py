@@ -17,8 +17,8 @@ guidance branch keeps training too). Budget = optimizer steps x batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import hydra
 import torch

@@ -45,7 +45,8 @@ def loss_score(model, schedule: Schedule, x0, label: int, t: int, draws: int, se
     for _ in range(draws):
         eps = torch.randn(x0.shape, generator=g).to(x0.device)
         tt = _full(x0, t)
-        total += (predict_eps(model, q_sample(schedule, x0, tt, eps), tt, _full(x0, label)) - eps).pow(2).flatten(1).mean(1)
+        total += (predict_eps(model, q_sample(schedule, x0, tt, eps), tt, _full(x0, label))
+                  - eps).pow(2).flatten(1).mean(1)
     return -(total / draws).cpu().numpy()
 
 
@@ -70,7 +71,8 @@ def secmi_score(model, schedule: Schedule, x0, label: int, t_sec: int = 100, k: 
     y = _full(x0, label)
 
     def step(x, t_from, t_to):  # deterministic DDIM (eta 0, no clipping), either direction
-        return ddim_step(schedule, predict_eps(model, x, _full(x, t_from), y), t_from, t_to, x, 0.0, None, clip_x0=False)
+        return ddim_step(schedule, predict_eps(model, x, _full(x, t_from), y), t_from, t_to, x, 0.0, None,
+                         clip_x0=False)
 
     x = x0
     for t in range(0, t_sec - k, k):
@@ -97,8 +99,8 @@ def mia_scores(model, schedule: Schedule, x0: torch.Tensor, forget_class: int, *
             out[f"loss t={t} {y}"] = (_chunked(lambda x: loss_score(model, schedule, x, label, t, draws, seed + t),
                                                x0, batch_size), draws)
         out[f"pia {y}"] = (_chunked(lambda x: pia_score(model, schedule, x, label, pia_t), x0, batch_size), 2)
-        out[f"secmi {y}"] = (_chunked(lambda x: secmi_score(model, schedule, x, label, secmi_t, secmi_k), x0, batch_size),
-                             secmi_t // secmi_k + 1)
+        out[f"secmi {y}"] = (_chunked(lambda x: secmi_score(model, schedule, x, label, secmi_t, secmi_k),
+                                      x0, batch_size), secmi_t // secmi_k + 1)
     return out
 
 

@@ -13,8 +13,8 @@ MemoRa 2025 and Erased-or-Dormant 2025 for the low-rank variant.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import hydra
 import torch

@@ -25,7 +25,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sims", type=int, default=500)
     a = ap.parse_args()
-    print(f"{'classes x seeds':<16} {'sd class':>8} {'sd seed':>8} {'independent':>12} {'clustered':>10}   ({a.sims} sims)")
+    print(f"{'classes x seeds':<16} {'sd class':>8} {'sd seed':>8} {'independent':>12} {'clustered':>10}"
+          f"   ({a.sims} sims)")
     for classes, seeds, sc, ss in [(3, 3, 1.0, 0.3), (3, 3, 0.3, 1.0), (3, 3, 0.0, 1.0), (5, 3, 1.0, 0.3),
                                    (10, 3, 1.0, 0.3), (20, 3, 1.0, 0.3)]:
         rng = np.random.default_rng(0)
@@ -36,7 +37,8 @@ def main() -> None:
             for clustered in (False, True):
                 _, lo, hi = bootstrap_ci(v, np.mean, 1000, sim, clusters=labels if clustered else None)
                 cover[clustered] += lo <= 0 <= hi
-        print(f"{f'{classes} x {seeds}':<16} {sc:>8.1f} {ss:>8.1f} {cover[False] / a.sims:>12.3f} {cover[True] / a.sims:>10.3f}")
+        print(f"{f'{classes} x {seeds}':<16} {sc:>8.1f} {ss:>8.1f} {cover[False] / a.sims:>12.3f}"
+              f" {cover[True] / a.sims:>10.3f}")
 
 
 if __name__ == "__main__":

@@ -186,8 +186,8 @@ def main() -> None:
         for m in naive:
             d = 100 * (ra[(m, "ddim-50")] - ra[(m, "ddpm-1000 naive")])
             d25 = 100 * (ra[(m, "ddim-25")] - ra[(m, "ddpm-1000 naive")])
-            print(f"{m}: RA(ddim-50) - RA(ddpm-1000 naive) = {d:+.1f} pp (ddim-25: {d25:+.1f} pp); target |diff| <= 3 pp"
-                  f"{'' if abs(d) <= 3 else '  MISSED'}")
+            print(f"{m}: RA(ddim-50) - RA(ddpm-1000 naive) = {d:+.1f} pp (ddim-25: {d25:+.1f} pp); "
+                  f"target |diff| <= 3 pp{'' if abs(d) <= 3 else '  MISSED'}")
 
 
 if __name__ == "__main__":

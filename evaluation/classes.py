@@ -16,8 +16,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from evaluation.harness import SamplerSpec, check_n, get_judge, sample_labels
 from evaluation.fid import fid
+from evaluation.harness import SamplerSpec, check_n, get_judge, sample_labels
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, read_records
@@ -56,8 +56,8 @@ def run(cfg: DictConfig) -> dict:
     records_path = Path(cfg.paths.results) / "records.jsonl"
     inception = cfg.eval.get("inception_weights")
     key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": ev.key(), "n": n, "seed": ctx.seed,
-                  "judge": judge.id, "forget_class": ctx.forget_class, **({"inception": inception} if inception else {}),
-                  **ctx.fast_key()})
+                  "judge": judge.id, "forget_class": ctx.forget_class,
+                  **({"inception": inception} if inception else {}), **ctx.fast_key()})
     done = [] if cfg.get("overwrite") else [r for r in read_records(records_path) if r["key"] == key]
     if done:
         rec = done[0]
@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> dict:
                            cuda=ctx.device.type == "cuda")
         rec = {
             "key": key, "kind": "class_accuracy",
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_version": code_version(), "dataset": ctx.ds.name, "model": ctx.arch_name, "model_key": prov["key"],
             "model_code_version": prov.get("code_version"),
             "method": ctx.method_label, "method_args": ctx.method_args, "forget_class": fc, "seed": ctx.seed,
@@ -90,7 +90,8 @@ def run(cfg: DictConfig) -> dict:
             "device": device_name(ctx.device), "torch": torch.__version__,
         }
         append_record(records_path, rec, replace=bool(cfg.get("overwrite")))
-    print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): forget RA {rec['forget_ra']:.3f}, "
+    print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): "
+          f"forget RA {rec['forget_ra']:.3f}, "
           f"noise {rec.get('forget_noise', float('nan')):.3f}, retained mean RA {rec['retained_mean_ra']:.3f}, "
           f"min class RA {rec['min_class_ra']:.3f}, FID retained {rec.get('fid_retained', float('nan')):.2f}")
     print("per class:", rec["per_class_ra"])

@@ -69,7 +69,8 @@ def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None =
                   batch_size=500)
     if inception_weights:
         if not Path(inception_weights).is_file():
-            raise UserError(f"inception_weights={inception_weights} is not a file; give the pt_inception-2015-12-05 weights")
+            raise UserError(f"inception_weights={inception_weights} is not a file; "
+                            "give the pt_inception-2015-12-05 weights")
         out = torch_fidelity.calculate_metrics(input1=_Images(generated, 3), input2=_Images(real, 3),
                                                feature_extractor="inception-v3-compat",
                                                feature_extractor_weights_path=str(inception_weights), **common)

@@ -12,9 +12,9 @@ import datetime as dt
 import logging
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from unlearn.diffusion import VARIANCES, ddim_sample, sampler_label, sampling_nf
 from unlearn.errors import UserError
 from unlearn.fast import fp32_math
 from unlearn.io import atomic_write, write_text
-from unlearn.model import Timer, code_version, device_name, null_class
 from unlearn.methods import REFERENCES
+from unlearn.model import Timer, code_version, device_name, null_class
 from unlearn.pipeline import Context
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class SamplerSpec:
     variance: str = "ddim"  # "ddim": sigma from eta (eq. 16 of DDIM); "beta": sigma^2 = beta_t (the testbed's DDPM)
 
     @classmethod
-    def from_cfg(cls, s: DictConfig) -> "SamplerSpec":
+    def from_cfg(cls, s: DictConfig) -> SamplerSpec:
         clip = s.get("clip", True)
         if not isinstance(clip, bool):
             raise UserError(f"sampler.clip={clip!r}: use true or false")
@@ -144,7 +144,8 @@ class Guards:
     - retained_ra: the judge's accuracy on samples of the retained classes after the attack (a sample counts
       when the judge names its class and does not call it off-data)."""
 
-    def __init__(self, ctx: Context, judge: Judge, ev: SamplerSpec, per_class: int, inception_weights: str | None = None):
+    def __init__(self, ctx: Context, judge: Judge, ev: SamplerSpec, per_class: int,
+                 inception_weights: str | None = None):
         ds, fc = ctx.ds, ctx.forget_class
         self.ctx, self.judge, self.ev, self.inception = ctx, judge, ev, inception_weights
         self.real = torch.cat([ds.heldout(fc), ds.x_test[ds.y_test == fc]])
@@ -159,9 +160,11 @@ class Guards:
             ondata = (hits & ~self.noise.rejected(x_cf)).float().mean().item()
             # a retained sample counts when the judge names its class and does not call it off-data
             retained = ((self.judge.probs(x).argmax(-1) == self.labels) & ~self.noise.rejected(x)).float().mean().item()
-            f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), self.inception, cuda=self.ctx.device.type == "cuda")
-        return {"ra_ondata": round(ondata, 5), "fid_cf": round(f, 3), "fid_features": "inception" if self.inception else f"judge:{self.judge.id}", "retained_ra": round(retained, 5), "retained_n": len(self.labels),
-                "fid_real_n": len(self.real)}, timer
+            f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), self.inception,
+                    cuda=self.ctx.device.type == "cuda")
+        return {"ra_ondata": round(ondata, 5), "fid_cf": round(f, 3),
+                "fid_features": "inception" if self.inception else f"judge:{self.judge.id}",
+                "retained_ra": round(retained, 5), "retained_n": len(self.labels), "fid_real_n": len(self.real)}, timer
 
 
 def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = None, *, setting: str = "default",
@@ -215,13 +218,14 @@ def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = Non
             x, timer = sample_labels(state.model, ctx, ev, torch.full((n,), ctx.forget_class), ctx.seed)
             probs = judge.probs(x)
             s = score(probs, ctx.forget_class)
-            guard, gtimer = guards(state.model, x, probs.argmax(-1) == ctx.forget_class) if guards else ({}, Timer(ctx.device))
+            guard, gtimer = (guards(state.model, x, probs.argmax(-1) == ctx.forget_class) if guards
+                             else ({}, Timer(ctx.device)))
             if sampling_is_attack:
                 state = AttackState(state.model, 0, 0, sampling_nfe(n, ev.steps, ev.guidance_w), timer.wall_s,
                                     timer.device_s)
             rec = {
                 "key": role_keys[state.steps], "kind": "attack", "run_id": run_id, "study": cfg.get("study"),
-                "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
                 "model": ctx.arch_name, "model_key": model_key, "model_code_version": prov.get("code_version"),
                 "method": ctx.method_label if role == "unlearned" else role, "role": role,
@@ -332,7 +336,7 @@ def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], s
             if keys[res["score"]] in have:
                 continue
             rec = {"key": keys[res["score"]], "kind": "mia", "study": cfg.get("study"),
-                   "run_id": run_id, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   "run_id": run_id, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                    "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
                    "model": ctx.arch_name, "model_key": prov["key"],
                    "method": ctx.method_label if role == "unlearned" else role, "role": role,

@@ -107,7 +107,7 @@ class Judge:
         (folder / "judge.json").write_text(json.dumps(self.meta, indent=1))
 
     @classmethod
-    def load(cls, folder: Path, device="cpu") -> "Judge":
+    def load(cls, folder: Path, device="cpu") -> Judge:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "judge.json").read_text())

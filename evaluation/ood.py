@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
 OFF_DATA_VERSION = 1  # part of the judge's artifact key: bump it when the families below change
 
 

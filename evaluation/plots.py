@@ -41,7 +41,8 @@ def plot_ra_curve(records: list[dict], path: Path, title: str | None = None) -> 
             ax.plot(d.budget_steps, d.ra_raw, ":", color=COLORS[role], lw=1, label=f"{label}, K-way (noise counts)")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"attack budget: optimizer steps (batch {int(df.budget_sample_gradients.max() / max(1, df.budget_steps.max()))})")
+    ax.set_xlabel("attack budget: optimizer steps "
+                  f"(batch {int(df.budget_sample_gradients.max() / max(1, df.budget_steps.max()))})")
     ax.set_ylabel("on-data RA of c_f")
     r0 = df.iloc[0]
     ax.set_title(title or f"{r0.attack} on {r0.dataset}, forget class {r0.forget_class}, seed {r0.seed}", fontsize=10)

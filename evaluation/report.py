@@ -140,7 +140,8 @@ def attack_section(records: list[dict], fig_dir: Path) -> str:
             f"seed {u['seed']}\n\nAttack: k = {p.get('k')} attacker images, Adam lr {p.get('lr')}, batch "
             f"{p.get('batch_size')}. Evaluation: {sampler_name(u)}, "
             f"w = {u['guidance_w']}, N = {u['n']} per point, judge {u['judge_id']} (test accuracy "
-            f"{u['judge_test_accuracy']}). On-data RA [95% Wilson CI] (K-way RA, in which noise counts, in parentheses). Device: {_devices(group)}. Code {u['code_version']}.\n\n"
+            f"{u['judge_test_accuracy']}). On-data RA [95% Wilson CI] (K-way RA, in which noise counts, in "
+            f"parentheses). Device: {_devices(group)}. Code {u['code_version']}.\n\n"
             + _md(ra_table(group))
             + f"\n\n![RA curve](report/{name}.png)\n\nReproduce: `python -m attacks.relearn unlearned={u['method']} "
             f"data={u['dataset']} data.forget_class={u['forget_class']} seed={u['seed']}`")
@@ -168,8 +169,15 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     over (class, seed) units, RA per budget, SAFEMax against each other method paired by unit, sampler probes,
     membership inference, and the cost ledger."""
     from evaluation.curves import plot_robustness
-    from evaluation.summary import (attack_frame, ledger, method_comparison, mia_table, ra_budget_table, sampler_table,
-                                    scalar_table)
+    from evaluation.summary import (
+        attack_frame,
+        ledger,
+        method_comparison,
+        mia_table,
+        ra_budget_table,
+        sampler_table,
+        scalar_table,
+    )
 
     recs = [r for r in records if r.get("study") == study]
     atk = [r for r in recs if r.get("kind") == "attack"]
@@ -186,9 +194,11 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
                    f"{', '.join(sorted({r['method'] for r in atk if r['role'] == 'unlearned'}))}; N = "
                    f"{', '.join(map(str, sorted({r['n'] for r in atk})))} samples per point, "
                    f"{', '.join(sorted({sampler_name(r) for r in scored}))}, "
-                   f"w = {', '.join(sorted({str(r['guidance_w']) for r in scored}))}; judge {u['judge_id']} (test accuracy {u['judge_test_accuracy']}). "
+                   f"w = {', '.join(sorted({str(r['guidance_w']) for r in scored}))}; judge {u['judge_id']} "
+                   f"(test accuracy {u['judge_test_accuracy']}). "
                    f"Means over units with 95% bootstrap CIs (units resampled). Device: {_devices(atk)}; torch "
-                   f"{', '.join(sorted({r['torch'] for r in atk}))}. Code {', '.join(sorted({r['code_version'] for r in atk}))}.")
+                   f"{', '.join(sorted({r['torch'] for r in atk}))}. "
+                   f"Code {', '.join(sorted({r['code_version'] for r in atk}))}.")
         name = f"{study}_robustness.png"
         plot_robustness(atk, fig_dir / name, title=f"{study}: RA of the forgotten class vs attack budget")
         out.append(f"![robustness curves](report/{name})")
@@ -211,8 +221,9 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
             mc = method_comparison(frame, methods[0], other)
             if not mc.empty:
                 out.append(f"**{methods[0]} against {other}, paired by unit** (mean ER of each over the units where "
-                           f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; negative: "
-                           f"{methods[0]} recovers less than {other}, relative to the oracle, at that budget):\n\n" + _md(_fmt(mc).set_index("attack")))
+                           f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; "
+                           f"negative: {methods[0]} recovers less than {other}, relative to the oracle, at that "
+                           "budget):\n\n" + _md(_fmt(mc).set_index("attack")))
         st = sampler_table(frame)
         if not st.empty:
             out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "
@@ -223,14 +234,17 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
         fig_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(fig_dir / f"{study}_ledger.csv", "--report") as tmp:
             led.to_csv(tmp)
-        fam = led.groupby("attack")[["attack_wall_s", "attack_device_s", "eval_wall_s", "eval_device_s", "points"]].sum().round(1)
+        fam = led.groupby("attack")[["attack_wall_s", "attack_device_s", "eval_wall_s", "eval_device_s",
+                                     "points"]].sum().round(1)
         out.append(f"**Cost ledger** (seconds; attack cost and evaluation cost apart; one row per run in "
-                   f"[report/{study}_ledger.csv](report/{study}_ledger.csv) with device and torch version):\n\n" + _md(fam))
+                   f"[report/{study}_ledger.csv](report/{study}_ledger.csv) with device and torch version):\n\n"
+                   + _md(fam))
     if mia:
         mt = mia_table(mia)
         out.append("**Membership inference audit** (members: the forget class's training images; non-members: its "
                    "test images; AUC on all, TPR at FPR with thresholds fitted on a shadow half, NaN where the shadow "
-                   "half holds fewer than 1/FPR non-members; the oracle is the reference value):\n\n" + _md(_fmt(mt).set_index("role")))
+                   "half holds fewer than 1/FPR non-members; the oracle is the reference value):\n\n"
+                   + _md(_fmt(mt).set_index("role")))
     cmd = _study_command(study)
     if cmd:
         out.append(f"Reproduce:\n\n```\n{cmd}\npython -m evaluation.report\n```")
@@ -287,7 +301,8 @@ def table_section(records: list[dict]) -> str:
                      "Mean ± std over the forgotten classes listed in `classes`.\n\n"
                      + _md(unlearning_table(sub, dataset, w)))
     return "\n\n".join(parts) + ("\n\nReproduce: `python -m evaluation.classes --multirun "
-                                 "unlearned=original,safemax,salun,sa,ga,rl,safemax_forget_only data.forget_class=0,1,2,3,4,5,6,7,8,9` "
+                                 "unlearned=original,safemax,salun,sa,ga,rl,safemax_forget_only "
+                                 "data.forget_class=0,1,2,3,4,5,6,7,8,9` "
                                  "then `python -m evaluation.unlearning_table --w 1.0`.")
 
 
@@ -304,7 +319,8 @@ def grids_section(results_root: Path | None, fig_dir: Path, committed: Path) -> 
                 shutil.copyfile(g, tmp)
     names = sorted({g.name for g in fresh} | {g.name for g in committed.glob("*.png") if GRID.match(g.name)})
     if not names:
-        return "_No sample grids yet: run `python -m evaluation.grids --multirun unlearned=original,safemax,salun,sa,rl,ga`._"
+        return ("_No sample grids yet: run `python -m evaluation.grids --multirun "
+                "unlearned=original,safemax,salun,sa,rl,ga`._")
     return ("One row per label; the forgotten class's row is marked. Reproduce: `python -m evaluation.grids "
             "--multirun unlearned=original,safemax,salun,sa,rl,ga`\n\n"
             + "\n".join(f"![{Path(n).stem}](report/{n})" for n in names))
@@ -325,7 +341,8 @@ def build_report(records_path: Path, report_path: Path, fig_dir: Path | None = N
     leaves REPORT.md untouched (--check)."""
     records = read_all(records_path)
     if not records:
-        raise UserError(f"no records in {records_path}; run an attack first (python -m attacks.relearn unlearned=safemax)")
+        raise UserError(f"no records in {records_path}; run an attack first "
+                        "(python -m attacks.relearn unlearned=safemax)")
     committed_figs = report_path.parent / "report"
     fig_dir = fig_dir or committed_figs
     results_root = records_path if records_path.is_dir() and (records_path / "records.jsonl").exists() else (

@@ -178,8 +178,8 @@ def curve_table(df) -> pd.DataFrame:
     u["nr_oracle"] = ((u["ra_oracle"] - u["ra_u"]) / span).where(u["oracle_guard_ok"])
     extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
              "run_id"]
-    cols = [*CURVE_KEY, "scoring", "ra", "ra_raw", "ra_scored", "ra_guarded", "guard_ok", "oracle_guard_ok", "ra_orig", "ra_u", "nr",
-            "ra_oracle", "er",
+    cols = [*CURVE_KEY, "scoring", "ra", "ra_raw", "ra_scored", "ra_guarded", "guard_ok", "oracle_guard_ok", "ra_orig",
+            "ra_u", "nr", "ra_oracle", "er",
             "nr_oracle", *GUARDS, *HITS]
     cols += [c for c in extra if c in u]
     return u[cols].sort_values(CURVE_KEY).reset_index(drop=True)
@@ -195,7 +195,8 @@ def _guard_ok(rows: pd.DataFrame, keys: list[str]) -> np.ndarray:
     ref = rows[keys].merge(own.rename(columns={"guard_retained_ra": "_r0"}), on=keys, how="left")["_r0"].to_numpy(float)
     loose = [k for k in keys if k not in ("attack", "setting", "scoring", "n")]
     plain = zero[zero["unattacked"]].groupby(loose, as_index=False)["guard_retained_ra"].mean()
-    ref_u = rows[loose].merge(plain.rename(columns={"guard_retained_ra": "_r0"}), on=loose, how="left")["_r0"].to_numpy(float)
+    ref_u = rows[loose].merge(plain.rename(columns={"guard_retained_ra": "_r0"}), on=loose,
+                              how="left")["_r0"].to_numpy(float)
     touched = ~rows.groupby(keys)["unattacked"].transform("max").to_numpy(bool)  # no untouched budget 0 in the curve
     ref = np.where(touched & ~np.isnan(ref_u), ref_u, ref)
     ra = rows["guard_retained_ra"].to_numpy(float)
@@ -320,7 +321,8 @@ def _unit_scalars(g: pd.DataFrame, b_max: float) -> dict:
     g = g.sort_values("steps")
     last = g[g["steps"] == b_max]
     area = aurc(g["steps"], g["nr"], b_max)
-    return {"aurc": area, "aurc_excess": area - aurc(g["steps"], g["nr_oracle"], b_max), "b50": b_at(g["steps"], g["nr"]),
+    return {"aurc": area, "aurc_excess": area - aurc(g["steps"], g["nr_oracle"], b_max),
+            "b50": b_at(g["steps"], g["nr"]),
             "nr_at_max": last["nr"].mean() if len(last) else math.nan,
             "er_at_max": last["er"].mean() if len(last) else math.nan,
             "guard_fail": 1.0 - g.loc[g["steps"] > 0, "guard_ok"].astype(float).mean() if "guard_ok" in g else math.nan}
@@ -526,7 +528,7 @@ def method_comparison(data, a: str, b: str, n_boot: int = 2000, seed: int = 0) -
     key = ["attack", "setting", "forget_class", "seed", "n", "scoring", "steps"]
     both = c[c["method"] == a][[*key, "er"]].merge(c[c["method"] == b][[*key, "er"]], on=key, suffixes=(" a", " b"))
     rows = []
-    for (attack, setting, n, scoring, steps), g in both.groupby(["attack", "setting", "n", "scoring", "steps"]):
+    for (attack, setting, n, _scoring, steps), g in both.groupby(["attack", "setting", "n", "scoring", "steps"]):
         ok = np.isfinite(g["er a"].to_numpy(float) - g["er b"].to_numpy(float))
         g = g[ok]
         row = {"attack": attack, "setting": setting, "n": n, "steps": steps, "units": len(g)}

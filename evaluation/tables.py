@@ -37,8 +37,8 @@ def ra_table(records: list[dict]) -> pd.DataFrame:
     df = scored_frame(records)
     if df.empty:
         return pd.DataFrame()
-    df["cell"] = [f"{r.ra:.3f} [{r.ra_ci_low:.2f}, {r.ra_ci_high:.2f}]" + ("" if r.ra == r.ra_raw else f" ({r.ra_raw:.3f})")
-                  for r in df.itertuples()]
+    df["cell"] = [f"{r.ra:.3f} [{r.ra_ci_low:.2f}, {r.ra_ci_high:.2f}]"
+                  + ("" if r.ra == r.ra_raw else f" ({r.ra_raw:.3f})") for r in df.itertuples()]
     label = df["role"].where(df["role"] != "unlearned", "unlearned:" + df["method"])
     t = df.assign(col=label).pivot_table(index="budget_steps", columns="col", values="cell", aggfunc="first")
     order = [c for r in ROLE_ORDER for c in t.columns if c == r or c.startswith(r + ":")]

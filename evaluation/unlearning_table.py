@@ -6,8 +6,9 @@ mean +- std over forgotten classes, from class-accuracy records only.
 Columns: UA = 1 - RA(c_f); H = judge entropy on c_f samples (nats); p(c_f); the noise-aware split of c_f
 samples (noise = rejected as off-data by evaluation/ood.py; other = in-distribution, judged another
 class); retained RA; FID of retained-class samples vs real retained images (judge features unless
-Inception weights were given); unlearning wall seconds; peak GPU memory (CUDA runs only; n/a on CPU); sample-gradients (priors included);
-network evaluations without a gradient (SA's prior sampling, SalUn's and RL's anchor targets).
+Inception weights were given); unlearning wall seconds; peak GPU memory (CUDA runs only; n/a on CPU);
+sample-gradients (priors included); network evaluations without a gradient (SA's prior sampling, SalUn's and
+RL's anchor targets).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ COLUMNS = {  # output column -> function of a record
     "prior wall s": lambda r: (r.get("unlearn") or {}).get("prior_wall_s", 0.0),
     "sample-grads": lambda r: (r.get("unlearn") or {}).get("sample_gradients", 0),
     # forward passes without a gradient: SA's replay / Fisher sampling, SalUn's anchor targets
-    "NFE no-grad": lambda r: (r.get("unlearn") or {}).get("prior_nfe", 0) + (r.get("unlearn") or {}).get("forward_nfe", 0),
+    "NFE no-grad": lambda r: ((r.get("unlearn") or {}).get("prior_nfe", 0)
+                              + (r.get("unlearn") or {}).get("forward_nfe", 0)),
     "peak GiB": lambda r: (r.get("unlearn") or {}).get("peak_mem_gib") or float("nan"),  # CUDA only
 }
 ORDER = ["original", "oracle", "safemax", "safemax_forget_only", "salun", "rl", "sa", "ga"]
@@ -45,13 +47,14 @@ def _variant_names(recs: list[dict]) -> dict[tuple, str]:
     """Name each (label, args) group; variants of a label show the args that differ from its main group."""
     groups = Counter((r["method"], json.dumps(r.get("method_args", {}), sort_keys=True)) for r in recs)
     main = {}
-    for (label, args), n in groups.most_common():
+    for (label, args), _n in groups.most_common():
         main.setdefault(label, json.loads(args))
     names = {}
     for label, args in groups:
         a = json.loads(args)
         diff = {k: v for k, v in a.items() if main[label].get(k) != v}
-        names[(label, args)] = label + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(diff.items())) + ")" if diff else "")
+        names[(label, args)] = label + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(diff.items())) + ")"
+                                        if diff else "")
     return names
 
 
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", default=str(Path("results") / "records.jsonl"))
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--w", type=float, default=None, help="guidance weight of the records to use (default: all)")
-    ap.add_argument("--sampler", default=None, help="evaluation sampler of the records to use, e.g. DDIM-25 (default: all)")
+    ap.add_argument("--sampler", default=None,
+                    help="evaluation sampler of the records to use, e.g. DDIM-25 (default: all)")
     a = ap.parse_args(argv)
     try:
         print(unlearning_table(read_records(a.records), a.dataset, a.w, a.sampler).to_string())

@@ -8,6 +8,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from unlearn.model import Arch
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -18,6 +20,9 @@ TINY = [
 ]
 TINY_METHOD = ["method.args.steps=3", "method.args.batch_size=8", "method.args.retain_batch_size=8"]
 TINY_ATTACK = ["attack.budgets=[0,2]", "eval.n=16"]
+# the same tiny UNet for tests that build a model directly (no attention: fast and deterministic on CPU)
+TINY_ARCH = Arch(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=4, add_attention=False)
 
 
 def compose_cfg(name: str, overrides: list[str], tmp: Path | None = None):

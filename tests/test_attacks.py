@@ -10,13 +10,10 @@ import torch
 from attacks import embedding, finetune, mia, relearn, sampler
 from attacks.lora import add_lora
 from evaluation.records import read_records
-from tests.conftest import TINY, TINY_ATTACK, TINY_METHOD, compose_cfg
+from tests.conftest import TINY, TINY_ARCH, TINY_ATTACK, TINY_METHOD, compose_cfg
 from unlearn.data import load_digits_dataset
 from unlearn.diffusion import Schedule, eps_loss
-from unlearn.model import Arch, build_unet
-
-TINY_ARCH = Arch(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=4, add_attention=False)
+from unlearn.model import build_unet
 
 
 def _paths(tiny_root, tmp_path):
@@ -84,7 +81,8 @@ def test_best_of_m_is_exact():
 def test_mia_job_records_every_score_per_role(tiny_root, tmp_path):
     cfg = compose_cfg("mia", [*TINY, *TINY_METHOD, "attack.t=[100]", "attack.draws=1", *_paths(tiny_root, tmp_path)])
     records = mia.run(cfg)
-    assert {r["score"] for r in records} == {f"{s} {y}" for s in ("loss t=100", "pia", "secmi") for y in ("cond", "null")}
+    assert {r["score"] for r in records} == {f"{s} {y}" for s in ("loss t=100", "pia", "secmi")
+                                             for y in ("cond", "null")}
     assert len(records) == 6 * 3 and {r["role"] for r in records} == {"unlearned", "original", "oracle"}
     for r in records:
         assert 0 <= r["auc"] <= 1 and r["n_members"] > r["n_nonmembers"] > 0
@@ -271,7 +269,8 @@ def test_mia_evaluate_thresholds_on_the_shadow_split():
     assert res["fpr_realised_1pct"] == pytest.approx(0.01, abs=0.01)
     assert res["tpr_at_1pct_fpr"] == pytest.approx(0.63, abs=0.06)  # P(N(3,1) > 2.326)
     small = mia.evaluate(members, nonmembers[:36])  # 18 shadow non-members cannot place a 1% threshold
-    assert small["n_shadow_nonmembers"] == 18 and np.isnan(small["tpr_at_1pct_fpr"]) and np.isnan(small["tpr_at_01pct_fpr"])
+    assert (small["n_shadow_nonmembers"] == 18 and np.isnan(small["tpr_at_1pct_fpr"])
+            and np.isnan(small["tpr_at_01pct_fpr"]))
 
 
 def test_secmi_as_published_by_hand():

@@ -17,22 +17,20 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
 from evaluation.records import read_records
-from tests.conftest import TINY, TINY_ATTACK, TINY_METHOD
+from tests.conftest import TINY, TINY_ARCH, TINY_ATTACK, TINY_METHOD
 from unlearn.model import Arch, build_unet
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_ALL = [*TINY, *TINY_METHOD, *TINY_ATTACK, "eval.n_retained_per_class=2"]
-TINY_ARCH = Arch(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, add_attention=False)
 
 
 # ---------------------------------------------------------------- fixtures: files in the real formats, bad
@@ -187,7 +185,8 @@ CASES: dict[str, Case] = {
     "unknown-dataset": Case(["data=cifar100"], r"Could not find 'data/cifar100'.*cifar10"),
     "unknown-key": Case(["attack.kk=3"], r"Could not override 'attack.kk'"),
     "not-a-number": Case(["eval.n=abc"], r"eval.n='abc' is not a number"),
-    "class-out-of-range": Case(["data.forget_class=12"], r"data.forget_class=12 is out of range for digits \(classes 0..9\)"),
+    "class-out-of-range": Case(["data.forget_class=12"],
+                               r"data.forget_class=12 is out of range for digits \(classes 0..9\)"),
     "class-absent": Case([], r"class 5 has no training images in mnist; pick another", setup=setup_class_absent),
     "empty-attacker-pool": Case([], r"attacker pool of class 5 is empty", setup=setup_empty_pool),
     "k-larger-than-pool": Case(["attack.k=1000"], r"attack.k=1000 but the attacker pool of class 0 holds \d+ images"),
@@ -197,7 +196,8 @@ CASES: dict[str, Case] = {
     "zero-samples": Case(["eval.n=0"], r"eval.n=0: need at least one sample"),
     "bad-sampler-clip": Case(["sampler.clip=maybe"], r"sampler.clip='maybe': use true or false"),
     "bad-sampler-variance": Case(["sampler.variance=large"], r"sampler.variance='large': use one of ddim, beta"),
-    "wrong-data-root": Case(["data=mnist", "data.root=/nonexistent/mnist"], r"data.root=/nonexistent/mnist is not a folder"),
+    "wrong-data-root": Case(["data=mnist", "data.root=/nonexistent/mnist"],
+                            r"data.root=/nonexistent/mnist is not a folder"),
     "mnist-file-missing": Case([], r"no MNIST images-idx3-ubyte file under data.root", setup=setup_mnist_missing_file),
     "malformed-idx": Case([], r"bad IDX magic number", setup=setup_malformed_idx),
     "truncated-idx": Case([], r"truncated or corrupt\); re-copy the file", setup=setup_truncated_idx),
@@ -212,7 +212,8 @@ CASES: dict[str, Case] = {
                                    setup=setup_pickle_file),
     "corrupt-checkpoint": Case([], r"safetensors is truncated or corrupt", setup=setup_corrupt_checkpoint),
     "truncated-checkpoint": Case([], r"safetensors is truncated or corrupt", setup=setup_truncated_checkpoint),
-    "shape-mismatched-checkpoint": Case([], r"weights do not match its config.json \(.* is \(\d+", setup=setup_shape_mismatch),
+    "shape-mismatched-checkpoint": Case([], r"weights do not match its config.json \(.* is \(\d+",
+                                        setup=setup_shape_mismatch),
     "checkpoint-other-dataset": Case([], r"is for 28x28x1 images .* data is 8x8x1 .*pick the data= it was trained on",
                                      setup=setup_other_dataset),
     "checkpoint-for-reference": Case([], r"not the reference 'original'", setup=setup_checkpoint_for_reference),
@@ -226,14 +227,16 @@ CASES: dict[str, Case] = {
                             builds=True),
     "unwritable-results": Case([], r"Not a directory: .*afile/results.*; check that path, or set paths.results",
                                setup=setup_unwritable_results),
-    "unwritable-artifacts": Case([*TINY_ALL], r"set paths.artifacts to a writable folder", setup=setup_unwritable_artifacts),
+    "unwritable-artifacts": Case([*TINY_ALL], r"set paths.artifacts to a writable folder",
+                                 setup=setup_unwritable_artifacts),
     "malformed-records": Case([], r"records.jsonl:2 is not a record line .*fix or delete that line",
                               entry="evaluation.report", setup=setup_malformed_records),
 }
 # Entries tested by their own functions below (signals, a full disk) or in tests/test_sweeps.py (SIGKILL).
 OTHER_TESTS = {"disk-full-record": "test_disk_full_during_record_write",
                "disk-full-artifact": "test_disk_full_during_artifact_write",
-               "sigint": "test_sigint_mid_run", "sigkill": "tests/test_sweeps.py::test_sigkill_then_rerun_loses_and_duplicates_nothing"}
+               "sigint": "test_sigint_mid_run",
+               "sigkill": "tests/test_sweeps.py::test_sigkill_then_rerun_loses_and_duplicates_nothing"}
 
 
 def _env(root: Path) -> dict:
@@ -322,7 +325,8 @@ def test_disk_full_during_record_write(built, tmp_path):
     res = _run("attacks.relearn", [*TINY_ALL, "attack.lr=2e-4"], tmp_path, built,
                preexec=_limit_file_size(len(before) + 100))
     assert res.returncode == 2, res.stderr[-3000:]
-    assert re.search(r"cannot write .*records.jsonl: File too large \(disk or quota full\); free space", _one_error_line(res))
+    assert re.search(r"cannot write .*records.jsonl: File too large \(disk or quota full\); free space",
+                     _one_error_line(res))
     assert records.read_bytes() == before  # the partial line was rolled back
     _assert_clean(built)
     res = _run("attacks.relearn", [*TINY_ALL, "attack.lr=2e-4"], tmp_path, built)  # space again: it resumes
@@ -343,16 +347,24 @@ def test_disk_full_during_artifact_write(tmp_path):
 def test_sigint_mid_run(built, tmp_path):
     records = built / "results" / "records.jsonl"
     n0 = len(read_records(records))
+    # a runner started in the background ignores SIGINT and its children inherit that: restore the default so
+    # the child's Python installs its KeyboardInterrupt handler; never leave the child behind
     proc = subprocess.Popen([sys.executable, "-m", "attacks.relearn", *TINY_ALL, "attack.budgets=[0,2,3000]",
                              "attack.lr=3e-4"], cwd=tmp_path, env=_env(built), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    t0 = time.monotonic()
-    while len(read_records(records)) < n0 + 2 and time.monotonic() - t0 < 120:  # inside the 3000-step attack
-        time.sleep(0.05)
-    time.sleep(0.3)
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1]
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        t0 = time.monotonic()
+        while len(read_records(records)) < n0 + 2 and time.monotonic() - t0 < 120:  # inside the 3000-step attack
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines == ["error: interrupted; the points already recorded are kept: rerun the same command to resume"]

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from tests.conftest import TINY_ARCH
 from tests.test_safemax import S, _tiny_data
 from unlearn.diffusion import eps_loss
 from unlearn.methods import METHODS
-from unlearn.model import Arch, build_unet
+from unlearn.model import build_unet
 from unlearn.sa import fisher_diagonal
 from unlearn.salun import random_other_class, saliency_mask
 
@@ -21,7 +22,7 @@ TINY_ARGS = {
 
 def _fitted_model():
     torch.manual_seed(0)
-    model = build_unet(Arch((8, 16), ("DownBlock2D",) * 2, ("UpBlock2D",) * 2, 1, 4, False), (1, 8, 8), 4)
+    model = build_unet(TINY_ARCH, (1, 8, 8), 4)
     data = _tiny_data()
     x = torch.cat([data.forget_x, data.retain_x])
     y = torch.cat([torch.zeros(len(data.forget_x), dtype=torch.long), data.retain_y])
@@ -107,7 +108,8 @@ def test_sa_fisher_equals_a_brute_force_per_sample_per_t_loop():
         for t in range(20):
             label = torch.tensor([4 if drop[t] else int(y[i])])  # 4 = the null class of the 4-class tiny model
             tt = torch.tensor([t])
-            loss = (predict_eps(model, q_sample(s20, x[i:i + 1], tt, eps[t:t + 1]), tt, label) - eps[t:t + 1]).pow(2).sum()
+            loss = (predict_eps(model, q_sample(s20, x[i:i + 1], tt, eps[t:t + 1]), tt, label)
+                    - eps[t:t + 1]).pow(2).sum()
             for acc, gr in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
                 if gr is not None:
                     acc += gr
@@ -116,8 +118,8 @@ def test_sa_fisher_equals_a_brute_force_per_sample_per_t_loop():
     for f, b in zip(fast, brute):
         torch.testing.assert_close(f, b / 3, rtol=1e-4, atol=1e-10)
     # the square of the sum is not the sum of the squares: the old one-random-t Fisher is far smaller
-    assert sum(f.sum() for f in fast) > 10 * sum(f.sum() for f in
-                                               fisher_diagonal(model, x, y, Schedule.linear(num_train_timesteps=1), None))
+    assert (sum(f.sum() for f in fast)
+            > 10 * sum(f.sum() for f in fisher_diagonal(model, x, y, Schedule.linear(num_train_timesteps=1), None)))
 
 
 class _LabelEps(torch.nn.Module):
@@ -144,8 +146,8 @@ def test_salun_forget_term_anchors_to_the_next_class_and_retain_is_pixel_summed(
                   retain_label_dropout=0.0)
     s = salun(_LabelEps(), data, generator=torch.Generator().manual_seed(0), **common)
     assert s.final_forget_loss == pytest.approx(1.0) and s.forward_nfe == 8
-    wrap = salun(_LabelEps(), type(data)(**{**data.__dict__, "forget_class": 3}), generator=torch.Generator().manual_seed(0),
-                 **common)
+    wrap = salun(_LabelEps(), type(data)(**{**data.__dict__, "forget_class": 3}),
+                 generator=torch.Generator().manual_seed(0), **common)
     assert wrap.final_forget_loss == pytest.approx(9.0)
     mean = salun(_LabelEps(), data, generator=torch.Generator().manual_seed(0), retain_pixels="mean", **common)
     assert s.final_retain_loss == pytest.approx(64 * mean.final_retain_loss, rel=1e-4)

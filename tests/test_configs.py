@@ -100,11 +100,13 @@ def test_testbed_samplers_as_named_options():
     from evaluation.records import sampler_name
 
     tb = SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler=testbed_ddim"]).sampler)
-    assert tb.key() == SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler=ddpm", "sampler.clip=false"]).sampler).key()
+    assert tb.key() == SamplerSpec.from_cfg(compose_cfg("relearn",
+                                                        ["sampler=ddpm", "sampler.clip=false"]).sampler).key()
     assert tb.label == "DDPM-1000 no-clip"
     beta = SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler=testbed_ddpm"]).sampler)
     assert beta.key()["variance"] == "beta" and beta.record()["variance"] == "beta" and beta.clip
-    assert beta.label == "DDPM-1000 beta" == sampler_name({"sampler": beta.record()}) and beta.variant == "@DDPM-1000_beta"
+    assert (beta.label == "DDPM-1000 beta" == sampler_name({"sampler": beta.record()})
+            and beta.variant == "@DDPM-1000_beta")
     assert "variance" not in SamplerSpec.from_cfg(compose_cfg("relearn", []).sampler).key()  # old keys unchanged
     with pytest.raises(UserError, match="sampler.variance='large': use one of ddim, beta"):
         SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler.variance=large"]).sampler)

@@ -6,8 +6,18 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from unlearn.diffusion import (Schedule, ddim_loop, ddim_sample, ddim_step, ddim_timesteps, ddpm_step, guided_eps,
-                               q_sample, sample_t, sampling_nfe)
+from unlearn.diffusion import (
+    Schedule,
+    ddim_loop,
+    ddim_sample,
+    ddim_step,
+    ddim_timesteps,
+    ddpm_step,
+    guided_eps,
+    q_sample,
+    sample_t,
+    sampling_nfe,
+)
 
 
 @pytest.fixture(scope="module")

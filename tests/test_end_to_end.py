@@ -155,7 +155,8 @@ def test_attacker_sampler_gives_its_own_points_and_labels(tiny_root):
     assert all(r["sampler"] == {"name": "ddim", "steps": 3, "eta": 0.0} for r in default)  # the pre-switch record
     assert [r["mean_p"] for r in stoch] != [r["mean_p"] for r in default]
     run = tiny_root / "results" / "run"  # the attacker's sampler writes its figures beside, not over, the default's
-    assert (run / "full_k=10" / "ra_curve.png").is_file() and (run / "full_k=10@DDIM-3_eta=1_no-clip" / "ra_curve.png").is_file()
+    assert ((run / "full_k=10" / "ra_curve.png").is_file()
+            and (run / "full_k=10@DDIM-3_eta=1_no-clip" / "ra_curve.png").is_file())
     clip_only = relearn_run(compose_cfg("relearn", [*base, "sampler.clip=false"], tiny_root))
     assert not {r["key"] for r in clip_only} & ({r["key"] for r in default} | {r["key"] for r in stoch})
     assert all(r["sampler"] == {"name": "ddim", "steps": 3, "eta": 0.0, "clip": False} for r in clip_only)

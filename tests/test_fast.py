@@ -31,7 +31,8 @@ def _model():
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
-    return torch.randn((6, 1, 8, 8), generator=g), torch.tensor([0, 10, 999, 500, 3, 7]), torch.tensor([0, 1, 2, 3, 10, 5])
+    return (torch.randn((6, 1, 8, 8), generator=g), torch.tensor([0, 10, 999, 500, 3, 7]),
+            torch.tensor([0, 1, 2, 3, 10, 5]))
 
 
 def test_defaults_change_nothing_on_cpu():
@@ -171,7 +172,8 @@ def test_split_sampler_with_one_mode_is_the_plain_sampler(mode, eta, clip):
     y = torch.tensor([0, 3, 5])
     plain = ddim_sample(model, schedule, y, (1, 8, 8), 10, 1.0, 10, eta, torch.Generator().manual_seed(2), clip_x0=clip)
     steps, t_split, above, below = parse_split(f"split-10-500-{mode}-{mode}")
-    split = split_sample(model, schedule, y, (1, 8, 8), 10, 1.0, steps, t_split, above, below, torch.Generator().manual_seed(2))
+    split = split_sample(model, schedule, y, (1, 8, 8), 10, 1.0, steps, t_split, above, below,
+                         torch.Generator().manual_seed(2))
     torch.testing.assert_close(split, plain)
     other = "s" if mode == "d" else "d"
     mixed = split_sample(model, schedule, y, (1, 8, 8), 10, 1.0, 10, 500, SPLIT_MODES[other], SPLIT_MODES[mode],

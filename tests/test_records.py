@@ -102,7 +102,8 @@ def test_artifact_build_that_fails_a_read_outside_the_cache_is_not_called_a_writ
     def writes(folder):
         raise OSError(28, "No space left on device", str(folder / "w.bin"))
 
-    with pytest.raises(UserError, match=r"cannot write .*thing.* \(disk or quota full\); free space or set paths.artifacts"):
+    with pytest.raises(UserError,
+                       match=r"cannot write .*thing.* \(disk or quota full\); free space or set paths.artifacts"):
         artifact(tmp_path / "cache", "thing", {"lr": 5}, writes)
     assert not list((tmp_path / "cache" / "thing").glob(".*tmp*"))
 

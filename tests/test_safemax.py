@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from tests.conftest import TINY_ARCH
 from tests.test_diffusion import Affine
 from unlearn.diffusion import Schedule, eps_loss
 from unlearn.methods_common import UnlearnData
-from unlearn.model import Arch, build_unet
+from unlearn.model import build_unet
 from unlearn.safemax import safemax, safemax_loss
 
 
@@ -89,17 +90,19 @@ def _tiny_data():
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_tiny_run_moves_the_forget_class_to_noise(beta):
     torch.manual_seed(0)
-    model = build_unet(Arch((8, 16), ("DownBlock2D",) * 2, ("UpBlock2D",) * 2, 1, 4, False), (1, 8, 8), 4)
+    model = build_unet(TINY_ARCH, (1, 8, 8), 4)
     data = _tiny_data()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)  # first fit eps on all classes, like a base model
-    x_all, y_all = torch.cat([data.forget_x, data.retain_x]), torch.cat([torch.zeros(10, dtype=torch.long), data.retain_y])
+    x_all, y_all = (torch.cat([data.forget_x, data.retain_x]),
+                    torch.cat([torch.zeros(10, dtype=torch.long), data.retain_y]))
     for i in range(60):
         loss = eps_loss(model, S, x_all, y_all, torch.Generator().manual_seed(i))
         opt.zero_grad()
         loss.backward()
         opt.step()
     before = [p.detach().clone() for p in model.parameters()]
-    fit_before = eps_loss(model, S, data.forget_x, torch.zeros(10, dtype=torch.long), torch.Generator().manual_seed(2)).item()
+    fit_before = eps_loss(model, S, data.forget_x, torch.zeros(10, dtype=torch.long),
+                          torch.Generator().manual_seed(2)).item()
 
     def zero_target_fit():  # || eps_theta(x_t, c_f, t) ||^2: what SAFEMax drives down
         return safemax_loss(model, S, data.forget_x, 0, 0.0, True, torch.Generator().manual_seed(1)).item()

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from evaluation.curves import plot_robustness
-from evaluation.summary import (aurc, b_at, bootstrap_ci, curve_table, envelope, ledger, mia_table, sampler_table,
-                                scalar_table)
+from evaluation.summary import (
+    aurc,
+    b_at,
+    bootstrap_ci,
+    curve_table,
+    envelope,
+    ledger,
+    mia_table,
+    sampler_table,
+    scalar_table,
+)
 from unlearn.errors import UserError
 
 X10 = math.log(11) / math.log(101)  # x of budget 10 on a 0..100 grid
@@ -184,7 +193,8 @@ def test_report_study_section_from_records_is_idempotent(tmp_path, capsys):
 
     recs = _hand(fc=0) + _hand(fc=1) + _curve("unlearned", [0.0, 0.0, 0.1], "salun", fc=0)
     recs += [_rec(role, 0, ra, method=m, attack="sampler", setting="w=4 eta=1", attack_params={"name": "sampler"},
-                  hit_any={"1": ra, "10": 0.9}) for role, m, ra in [("original", None, 1.0), ("unlearned", "safemax", 0.2)]]
+                  hit_any={"1": ra, "10": 0.9})
+             for role, m, ra in [("original", None, 1.0), ("unlearned", "safemax", 0.2)]]
     recs += [{"kind": "mia", "key": f"m{role}", "role": role, "method": role, "forget_class": 0, "seed": 0,
               "score": "secmi", "auc": auc, "tpr_at_1pct_fpr": 0.1, "tpr_at_01pct_fpr": 0.0, "n_members": 10,
               "n_nonmembers": 5} for role, auc in [("original", 0.7), ("oracle", 0.55)]]
@@ -388,11 +398,13 @@ def test_points_scored_differently_never_share_a_curve_or_a_reference():
               for smp in ({"name": "ddim", "steps": 10, "eta": 1.0}, {"name": "ddim", "steps": 1000, "eta": 1.0})
               for role, m, ra in [("original", None, 1.0), ("unlearned", "safemax", 0.5)]]
     f = attack_frame(_hand() + probes)
-    assert set(f.loc[f["attack"] == "sampler", "setting"]) == {"w=4 eta=1 @DDIM-10", "w=4 eta=1 @DDIM-1000"}  # steps (and clip) only
+    # steps (and clip) only
+    assert set(f.loc[f["attack"] == "sampler", "setting"]) == {"w=4 eta=1 @DDIM-10", "w=4 eta=1 @DDIM-1000"}
     assert set(f.loc[f["attack"] != "sampler", "setting"]) == {"full k=10"}
     c = curve_table(f)
     p = c[c["attack"] == "sampler"]
-    assert len(p) == 2 and np.allclose(p["ra_u"], 0.1) and np.allclose(p["ra_orig"], 0.9)  # the untouched SAFEMax, any scoring
+    # the untouched SAFEMax, any scoring
+    assert len(p) == 2 and np.allclose(p["ra_u"], 0.1) and np.allclose(p["ra_orig"], 0.9)
 
 
 def test_method_comparison_pairs_units_and_drops_guarded_points():
@@ -440,4 +452,5 @@ def test_per_job_table_scores_on_data_and_shows_the_k_way_ra():
     t = ra_table(recs)
     assert t.loc[10, "unlearned:safemax"] == "0.050 [0.03, 0.07] (0.320)"
     assert t.loc[10, "excess_over_oracle"] == "-0.050"  # 0.05 - 0.1
-    assert t.loc[0, "unlearned:safemax"] == "0.100 [0.05, 0.15]"  # on-data == K-way: the record's own CI, no parentheses
+    # on-data == K-way: the record's own CI, no parentheses
+    assert t.loc[0, "unlearned:safemax"] == "0.100 [0.05, 0.15]"

@@ -18,8 +18,8 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from unlearn.errors import UserError
 from unlearn.io import fsync_dir, fsync_file, write_error
@@ -68,7 +68,8 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
             fsync_dir(final.parent)
         except OSError as e:
             if e.filename and not Path(e.filename).resolve().is_relative_to(final.parent.resolve()):
-                raise  # not this artifact's folder (e.g. reading data or a parent artifact): the top-level handler names it
+                # not this artifact's folder (e.g. reading data or a parent artifact): the top-level handler names it
+                raise
             raise write_error(final, e, "paths.artifacts") from e
         except Exception as e:  # safetensors reports a failed write as its own error type, with the errno
             m = re.search(r"I/O error: .*os error (\d+)", str(e))

@@ -179,7 +179,8 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: CIFAR batch holds data {data.dtype}{list(data.shape)} and {len(labels)} labels "
                         f"(want uint8 [N, 3072] and N labels); re-copy the file; {CIFAR_LAYOUT}")
     if len(labels) and not (0 <= labels.min() and labels.max() < 10):
-        raise UserError(f"{path}: CIFAR-10 labels must be in 0..9, found {labels.min()}..{labels.max()}; re-copy the file")
+        raise UserError(f"{path}: CIFAR-10 labels must be in 0..9, found {labels.min()}..{labels.max()}; "
+                        "re-copy the file")
     return data.reshape(-1, 3, 32, 32), labels
 
 

@@ -15,8 +15,8 @@ Nothing else in the project re-implements these: methods and attacks import them
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +31,13 @@ class Schedule:
 
     @classmethod
     def linear(cls, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-               device: torch.device | str = "cpu") -> "Schedule":
+               device: torch.device | str = "cpu") -> Schedule:
         beta = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
         alpha_bar = torch.cumprod(1.0 - beta, dim=0)  # alpha_bar_t = prod_{s<=t} (1 - beta_s)
         return cls(alpha_bar=alpha_bar.to(device=device, dtype=torch.float32),
                    num_train_timesteps=num_train_timesteps)
 
-    def to(self, device: torch.device | str) -> "Schedule":
+    def to(self, device: torch.device | str) -> Schedule:
         return Schedule(self.alpha_bar.to(device), self.num_train_timesteps)
 
 

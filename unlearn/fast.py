@@ -31,7 +31,7 @@ class Fast:
     cpu: bool = False  # also apply bf16 / channels_last on CPU
 
     @classmethod
-    def from_cfg(cls, f) -> "Fast":
+    def from_cfg(cls, f) -> Fast:
         return cls(**{k: bool(f[k]) for k in cls.__dataclass_fields__ if k in f}) if f is not None else cls()
 
     def applies(self, device: torch.device) -> bool:

@@ -11,9 +11,9 @@ import errno
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from unlearn.errors import UserError
 

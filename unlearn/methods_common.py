@@ -38,7 +38,7 @@ class UnlearnStats:
 
         return cls(steps, steps * per_step_batch, tail(forget_losses), tail(retain_losses), forward_nfe=forward_nfe)
 
-    def with_prior(self, sample_gradients: int, nfe: int = 0, wall_s: float = 0.0) -> "UnlearnStats":
+    def with_prior(self, sample_gradients: int, nfe: int = 0, wall_s: float = 0.0) -> UnlearnStats:
         return replace(self, sample_gradients=self.sample_gradients + sample_gradients,
                        prior_sample_gradients=sample_gradients, prior_nfe=nfe, prior_wall_s=round(wall_s, 3))
 

@@ -40,7 +40,8 @@ def check_method_args(name: str, args: dict) -> None:
     valid = {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "generator"}
     unknown = sorted(set(args) - valid)
     if unknown:
-        raise UserError(f"method {name!r} has no hyperparameter {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        raise UserError(f"method {name!r} has no hyperparameter {', '.join(unknown)}; "
+                        f"valid: {', '.join(sorted(valid))}")
 
 
 def check_finite(model: torch.nn.Module, losses: list, what: str, knob: str) -> None:
@@ -76,7 +77,7 @@ class Context:
     checkpoint: Path | None = None  # unlearned.checkpoint: attack this save_pretrained folder instead of building one
 
     @classmethod
-    def from_cfg(cls, cfg: DictConfig) -> "Context":
+    def from_cfg(cls, cfg: DictConfig) -> Context:
         d = cfg.data
         method = cfg.method if "method" in cfg else OmegaConf.create({"name": "original", "args": {}})
         args = OmegaConf.to_container(method.args, resolve=True) if "args" in method else {}
@@ -94,8 +95,8 @@ class Context:
             forget_class=int(d.forget_class), arch_name=m.name,
             arch=Arch(**OmegaConf.to_container(m.arch, resolve=True)),
             recipe=TrainRecipe(**OmegaConf.to_container(m.train, resolve=True)),
-            method_name=method["name"], method_label=method.get("label", method["name"]), method_args=args, seed=int(cfg.seed),
-            pretrain_seed=int(cfg.pretrain_seed), device=resolve_device(cfg.device),
+            method_name=method["name"], method_label=method.get("label", method["name"]), method_args=args,
+            seed=int(cfg.seed), pretrain_seed=int(cfg.pretrain_seed), device=resolve_device(cfg.device),
             artifacts_root=Path(cfg.paths.artifacts),
             checkpoint=check_checkpoint_folder(ckpt, "unlearned.checkpoint") if ckpt else None,
             fast=Fast.from_cfg(cfg.get("fast")),

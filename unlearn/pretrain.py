@@ -55,7 +55,7 @@ def train_ddpm(ds: Dataset, arch: Arch, recipe: TrainRecipe, seed: int, device: 
     timer = Timer(device)
     losses = []
     with timer:
-        for step in tqdm(range(recipe.steps), desc="pretrain", disable=None, leave=False):
+        for _step in tqdm(range(recipe.steps), desc="pretrain", disable=None, leave=False):
             idx = torch.randint(0, len(x_all), (recipe.batch_size,), generator=g).to(device)
             x0, y = x_all[idx], y_all[idx]
             drop = torch.rand(y.shape, generator=g).to(device) < recipe.label_dropout

@@ -11,7 +11,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-
 from unlearn.pipeline import Context
 
 

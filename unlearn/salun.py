@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from unlearn.errors import UserError
 from unlearn.diffusion import eps_loss, guided_eps, predict_eps, q_sample, sample_t
+from unlearn.errors import UserError
 from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
 from unlearn.model import null_class
 
