@@ -1,14 +1,15 @@
-"""Rebuild REPORT.md's generated sections from records only (no image is regenerated).
+"""Rebuild REPORT.md and its pages under report/ from records only (no image is regenerated).
 
-    python -m evaluation.report                       # data/records/*.jsonl.gz (committed) -> REPORT.md, report/*.png
-    python -m evaluation.report --check               # exit 1 if the rebuilt REPORT.md differs from the committed one
+    python -m evaluation.report                       # data/records/*.jsonl.gz (committed) -> REPORT.md, report/
+    python -m evaluation.report --check               # exit 1 if a rebuilt document differs from the committed one
     python -m evaluation.report --records results     # a records.jsonl, a results root, or a folder of .jsonl.gz
 
-The records REPORT.md shows are committed under data/records/ (python -m evaluation.records export
-results/records.jsonl merges a run's records in), so a fresh clone rebuilds it. Each section sits between
-`<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`; text outside the markers is hand-written
-analysis and is kept. A missing section is appended. Running it twice gives the same file. Sample grids are
-not records: the grids section lists the grid images committed under report/ (refreshed from
+The records the documents show are committed under data/records/ (python -m evaluation.records export
+results/records.jsonl merges a run's records in), so a fresh clone rebuilds them. REPORT.md holds the headline
+tables; each page under report/ (PAGES) holds one topic in full. In every document each generated section sits
+between `<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`; text outside the markers is
+hand-written analysis and is kept. A missing section is appended. Running it twice gives the same files. Sample
+grids are not records: the grids section lists the grid images committed under report/ (refreshed from
 <results>/grids/ when a results root holds them).
 """
 
@@ -19,6 +20,7 @@ import json
 import re
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +46,51 @@ def _md(df: pd.DataFrame) -> str:
 
 def _devices(recs: list[dict]) -> str:
     return ", ".join(sorted({r["device"] for r in recs}))
+
+
+HEADLINE_COLUMNS = ["UA", "noise", "other class", "retained RA", "FID retained", "sample-grads", "classes"]
+
+
+def headline_unlearning(records: list[dict]) -> str:
+    """Each method's default run, mean +- std over its forgotten classes, at the (dataset, w, sampler) most
+    class-accuracy records share; every variant and guidance weight is in report/unlearning.md."""
+    from evaluation.unlearning_table import unlearning_table
+
+    recs = [r for r in records if r.get("kind") == "class_accuracy" and "fid_retained" in r]
+    if not recs:
+        return "_No class-accuracy records with FID yet._"
+    (dataset, w, smp), _ = Counter((r["dataset"], r["guidance_w"], sampler_name(r)) for r in recs).most_common(1)[0]
+    t = unlearning_table([r for r in recs if sampler_name(r) == smp], dataset, w)
+    t = t.loc[["(" not in m for m in t.index], HEADLINE_COLUMNS]  # defaults only: variants carry "(arg=...)"
+    return (f"**{dataset}, w = {w}, {smp}**, {recs[0]['n_per_class']} samples per class, judge {recs[0]['judge_id']}; "
+            "UA = 1 - K-way RA of c_f (noise can count); noise: the share of c_f samples the judge calls off-data; "
+            "other class: on-data, judged another class. Mean ± std over the forgotten classes.\n\n" + _md(t))
+
+
+def headline_suite(records: list[dict]) -> str:
+    """SAFEMax against each other method, paired by (class, seed) unit, in every study that attacked both: the
+    attack settings run on every unit of the study, at budgets above 0 (full tables in the study's page)."""
+    from evaluation.summary import attack_frame, method_comparison
+
+    out = []
+    for study in sorted({r["study"] for r in records if r.get("study") and r.get("kind") == "attack"}):
+        atk = [r for r in records if r.get("study") == study and r.get("kind") == "attack" and r["attack"] != "sampler"]
+        methods = sorted({r["method"] for r in atk if r["role"] == "unlearned"}, key=lambda m: (m != "safemax", m))
+        if len(methods) < 2:
+            continue
+        frame = attack_frame(atk)
+        units = len(frame[["forget_class", "seed"]].drop_duplicates())
+        for other in methods[1:]:
+            mc = method_comparison(frame, methods[0], other)
+            if mc.empty:
+                continue
+            full = mc[mc["steps"] == 0].groupby(["attack", "setting"])["units"].max()
+            everywhere = set(full[full == units].index)
+            mc = mc[(mc["steps"] > 0).to_numpy() & [(a, s) in everywhere for a, s in zip(mc["attack"], mc["setting"])]]
+            out.append(f"**{study}** ({', '.join(sorted(set(frame['sampler'])))}; {units} units): ER = on-data RA "
+                       "minus the oracle's; `units`: the pairs where neither point fails its guard; negative diff: "
+                       f"{methods[0]} recovers less than {other}.\n\n" + _md(_fmt(mc).set_index("attack")))
+    return "\n\n".join(out) or "_No study attacked SAFEMax and another method on the same units yet._"
 
 
 def guidance_section(records: list[dict]) -> str:
@@ -335,10 +382,30 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip() + f"\n\n{block}\n"
 
 
-def build_report(records_path: Path, report_path: Path, fig_dir: Path | None = None, write: bool = True) -> str:
-    """The report text rebuilt from the records of `records_path` (a file or a folder of record files) onto the
-    hand-written text of `report_path`; figures go to fig_dir (default: report/ beside it). write=False
-    leaves REPORT.md untouched (--check)."""
+# Where each generated section lives. REPORT.md: the headline of each research question; a page under report/:
+# one topic in full. A study not named here gets a page of its own, report/<study>.md.
+PAGES = {
+    "REPORT.md": ["headline unlearning", "headline suite", "samplers"],
+    "report/unlearning.md": ["guidance", "unlearning", "table", "grids"],
+    "report/relearn.md": ["relearn"],
+    "report/attack_suite.md": ["study attack_suite"],
+    "report/samplers.md": ["study resample_suite", "study resample_ddpm"],
+}
+
+
+def _layout(records: list[dict]) -> dict[str, list[str]]:
+    pages = {doc: list(names) for doc, names in PAGES.items()}
+    placed = {n for names in pages.values() for n in names}
+    for study in sorted({r["study"] for r in records if r.get("study")} - {n.removeprefix("study ") for n in placed}):
+        pages[f"report/{study}.md"] = [f"study {study}"]
+    return pages
+
+
+def build_report(records_path: Path, report_path: Path, fig_dir: Path | None = None,
+                 write: bool = True) -> dict[Path, str]:
+    """Every document rebuilt from the records of `records_path` (a file or a folder of record files) onto its
+    hand-written text: {path: text} for REPORT.md (`report_path`) and its pages under report/ beside it. Figures
+    go to fig_dir (default: report/). write=False leaves every file untouched (--check)."""
     records = read_all(records_path)
     if not records:
         raise UserError(f"no records in {records_path}; run an attack first "
@@ -347,35 +414,47 @@ def build_report(records_path: Path, report_path: Path, fig_dir: Path | None = N
     fig_dir = fig_dir or committed_figs
     results_root = records_path if records_path.is_dir() and (records_path / "records.jsonl").exists() else (
         records_path.parent if records_path.name == "records.jsonl" else None)
-    text = report_path.read_text() if report_path.exists() else "# REPORT\n"
-    text = replace_section(text, "guidance", guidance_section(records))
-    text = replace_section(text, "unlearning", unlearning_section(records))
-    text = replace_section(text, "table", table_section(records))
-    text = replace_section(text, "grids", grids_section(results_root, fig_dir, committed_figs))
-    text = replace_section(text, "relearn", attack_section(records, fig_dir))
-    text = replace_section(text, "samplers", sampler_section(records))
-    for study in sorted({r["study"] for r in records if r.get("study")}):
-        text = replace_section(text, f"study {study}", study_section(records, study, fig_dir))
+    builders = {"headline unlearning": lambda: headline_unlearning(records),
+                "headline suite": lambda: headline_suite(records),
+                "guidance": lambda: guidance_section(records), "unlearning": lambda: unlearning_section(records),
+                "table": lambda: table_section(records),
+                "grids": lambda: grids_section(results_root, fig_dir, committed_figs),
+                "relearn": lambda: attack_section(records, fig_dir), "samplers": lambda: sampler_section(records)}
+    docs = {}
+    for doc, names in _layout(records).items():
+        path = report_path if doc == "REPORT.md" else report_path.parent / doc
+        new = f"# {path.stem.replace('_', ' ')}\n\n[Back to REPORT.md](../REPORT.md)\n"  # a page's first build
+        text = path.read_text() if path.exists() else new
+        for name in names:
+            body = builders[name]() if name in builders else study_section(records, name.removeprefix("study "),
+                                                                            fig_dir)
+            if doc != "REPORT.md":  # a page sits in report/ beside its figures
+                body = body.replace("](report/", "](")
+            text = replace_section(text, name, body)
+        docs[path] = text
     if write:
-        write_text(report_path, text, "--report")
-    return text
+        for path, text in docs.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(path, text, "--report")
+    return docs
 
 
 def check(records_path: Path, report_path: Path) -> int:
-    """0 if REPORT.md is what its records rebuild, else 1 (with the first differing line on stderr)."""
-    import tempfile
+    """0 if REPORT.md and every page are what their records rebuild, else 1 (first differing line on stderr)."""
+    import tempfile  # only --check needs a scratch folder
 
     with tempfile.TemporaryDirectory() as tmp:
-        rebuilt = build_report(records_path, report_path, fig_dir=Path(tmp), write=False)
-    have = report_path.read_text() if report_path.exists() else ""
-    if rebuilt == have:
-        print(f"{report_path} is up to date with {records_path}")
-        return 0
-    a, b = have.splitlines(), rebuilt.splitlines()
-    line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    print(f"error: {report_path} differs from what {records_path} rebuilds (first at line {line + 1}); run "
-          "python -m evaluation.report and commit REPORT.md", file=sys.stderr)
-    return 1
+        docs = build_report(records_path, report_path, fig_dir=Path(tmp), write=False)
+    for path, rebuilt in docs.items():
+        have = path.read_text() if path.exists() else ""
+        if rebuilt != have:
+            a, b = have.splitlines(), rebuilt.splitlines()
+            line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            print(f"error: {path} differs from what {records_path} rebuilds (first at line {line + 1}); run "
+                  "python -m evaluation.report and commit it", file=sys.stderr)
+            return 1
+    print(f"{report_path} and its {len(docs) - 1} pages are up to date with {records_path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"rebuilt {a.report} from {a.records}")
+    print(f"rebuilt {a.report} and its pages under report/ from {a.records}")
     return 0
 
 

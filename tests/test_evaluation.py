@@ -97,9 +97,14 @@ def test_report_builder_is_idempotent_and_keeps_hand_text(tmp_path):
     report = tmp_path / "REPORT.md"
     report.write_text("# My report\n\nHand-written analysis.\n")
     first = build_report(recs, report)
-    assert "Hand-written analysis." in first and "<!-- BEGIN GENERATED: table -->" in first
-    assert "| safemax |" in first
-    assert build_report(recs, report) == first == report.read_text()
+    page = tmp_path / "report" / "unlearning.md"
+    assert "Hand-written analysis." in first[report]
+    assert "<!-- BEGIN GENERATED: headline unlearning -->" in first[report]
+    assert "<!-- BEGIN GENERATED: table -->" in first[page] and "| safemax |" in first[report]
+    page.write_text(first[page].replace("# unlearning", "# unlearning\n\nPage text by hand."))
+    second = build_report(recs, report)
+    assert "Page text by hand." in second[page] and second[report] == first[report] == report.read_text()
+    assert build_report(recs, report) == second
     recs.write_text("")
     with pytest.raises(UserError, match="no records"):
         build_report(recs, report)

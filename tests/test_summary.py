@@ -206,17 +206,19 @@ def test_report_study_section_from_records_is_idempotent(tmp_path, capsys):
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     report = tmp_path / "REPORT.md"
     first = build_report(path, report)
-    section = first.split("<!-- BEGIN GENERATED: study s1 -->")[1].split("<!-- END GENERATED: study s1 -->")[0]
+    page = tmp_path / "report" / "s1.md"  # a study not named in PAGES gets a page of its own
+    section = first[page].split("<!-- BEGIN GENERATED: study s1 -->")[1].split("<!-- END GENERATED: study s1 -->")[0]
     for needle in ["Summary per attack setting", "RA per budget", "Sampler probes", "Membership inference",
-                   "Cost ledger", "report/s1_robustness.png", "| safemax | relearn | full k=10 |"]:
-        assert needle in section, needle
+                   "Cost ledger", "](s1_robustness.png)", "| safemax | relearn | full k=10 |"]:
+        assert needle in section, needle  # the page sits in report/ beside its figures: links without report/
     assert (tmp_path / "report" / "s1_robustness.png").stat().st_size > 0
+    assert page.read_text() == first[page] and "[Back to REPORT.md](../REPORT.md)" in first[page]
     assert build_report(path, report) == first
     path.write_text('{"kind": "attack", "key": "x"\n{"broken\n')
     assert main(["--records", str(path), "--report", str(report)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
-    assert report.read_text() == first  # nothing half-written
+    assert report.read_text() == first[report] and page.read_text() == first[page]  # nothing half-written
 
 
 def test_a_point_failing_its_guard_is_excluded_not_scored_as_zero():
@@ -357,7 +359,9 @@ def test_sampler_comparison_pairs_units_and_never_mixes_samplers(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     once = build_report(path, tmp_path / "REPORT.md")
-    assert "BEGIN GENERATED: samplers" in once and build_report(path, tmp_path / "REPORT.md") == once
+    assert "BEGIN GENERATED: samplers" in once[tmp_path / "REPORT.md"]
+    assert build_report(path, tmp_path / "REPORT.md") == once
+    assert "BEGIN GENERATED: study s2" in once[tmp_path / "report" / "s2.md"]  # a study not in PAGES: its own page
 
 
 def test_sampler_probes_do_not_count_as_a_second_sampler():
@@ -454,3 +458,32 @@ def test_per_job_table_scores_on_data_and_shows_the_k_way_ra():
     assert t.loc[10, "excess_over_oracle"] == "-0.050"  # 0.05 - 0.1
     # on-data == K-way: the record's own CI, no parentheses
     assert t.loc[0, "unlearned:safemax"] == "0.100 [0.05, 0.15]"
+
+
+def test_headlines_show_defaults_and_the_settings_run_on_every_unit():
+    """REPORT.md's headline tables: the unlearning headline keeps each method's default run (a variant named
+    "(lam=50)" stays in report/unlearning.md) at the most common w; the suite headline pairs SAFEMax with SalUn
+    on the settings every unit ran (a setting run on class 0 alone is left to the study page), budgets > 0."""
+    from evaluation.report import headline_suite, headline_unlearning
+    from tests.test_evaluation import _rec as _class_rec
+
+    cls = [_class_rec("safemax", 0, 0.1, 0.8, {"lam": 1}), _class_rec("safemax", 1, 0.3, 0.6, {"lam": 1}),
+           _class_rec("safemax", 0, 0.5, 0.2, {"lam": 50}), _class_rec("salun", 0, 0.0, 0.0, fidv=3.0),
+           {**_class_rec("salun", 0, 0.0, 0.0), "guidance_w": 2.0}]
+    for r in cls:
+        r.update(n_per_class=100, judge_id="j")
+    text = headline_unlearning(cls)
+    assert "**digits, w = 1.0, DDIM-25**" in text and "| safemax | 0.800 ± 0.141 |" in text
+    assert "lam=50" not in text and text.count("| salun |") == 1
+    recs = []
+    for fc in (0, 1):
+        recs += _hand(fc=fc) + _curve("unlearned", [0.1, 0.5, 0.9], "salun", fc=fc)
+    recs += [r for r in _hand(fc=0, setting="lora") + _curve("unlearned", [0.1, 0.2, 0.3], "salun", fc=0,
+                                                               setting="lora")]
+    for r in recs:
+        r.update(study="s1", guard={"retained_ra": 0.95, "retained_n": 90})
+    suite = headline_suite(recs)
+    assert "**s1** (DDIM-10; 2 units)" in suite and "lora" not in suite
+    assert "| relearn | full k=10 | 100 | 10 | 2 | 0.2 | 0.4 | -0.200 [-0.200, -0.200] |" in suite
+    assert "| 0 |" not in suite  # budget 0 is the untouched model, not an attack
+    assert "No study" in headline_suite([r for r in recs if r["method"] != "salun"])
