@@ -163,6 +163,7 @@ def mia_sets():
     return x, y
 
 
+@pytest.mark.slow
 def test_mia_known_answer_model_that_never_saw_either_set(mia_sets):
     x, y = mia_sets
     torch.manual_seed(0)
@@ -175,6 +176,7 @@ def test_mia_known_answer_model_that_never_saw_either_set(mia_sets):
         assert abs(mia.evaluate(sa[name][0], sb[name][0])["auc"] - 0.5) <= 0.05, name
 
 
+@pytest.mark.slow
 def test_mia_known_answer_model_overfit_to_the_members(mia_sets):
     x, y = mia_sets
     torch.manual_seed(0)

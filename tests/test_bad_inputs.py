@@ -317,6 +317,7 @@ def _limit_file_size(n_bytes: int):
     return set_limit
 
 
+@pytest.mark.slow
 def test_disk_full_during_record_write(built, tmp_path):
     records = built / "results" / "records.jsonl"
     before = records.read_bytes()

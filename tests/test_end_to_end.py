@@ -53,6 +53,7 @@ def _cli(args, cwd, **env):
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env})
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tiny_root, tmp_path):
     res = _cli(["attacks.relearn", "unlearned=safemax", *TINY, *TINY_METHOD, *TINY_ATTACK,
                 f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"], cwd=tmp_path)
@@ -94,6 +95,7 @@ def test_attacks_never_import_the_judge():
                 assert "harness" in line and line.startswith("    "), f"{f.name}: {line}"
 
 
+@pytest.mark.slow
 def test_pretrain_and_unlearn_clis_build_cached_artifacts(tiny_root, tmp_path):
     common = [*TINY, f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
     oracle = _cli(["unlearn.pretrain", "exclude_forget=true", "data.forget_class=3", *common], cwd=tmp_path)

@@ -126,6 +126,7 @@ def test_cifar10_reader_on_synthetic_batches_in_the_real_format(tmp_path):
     assert all(len(ds.attacker_pool(c)) >= 1 for c in range(10))
 
 
+@pytest.mark.slow
 def test_cifar_gpu_benchmark_smoke_runs_on_cpu():
     res = subprocess.run([sys.executable, "benchmarks/cifar_gpu.py", "--smoke", "--device", "cpu"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(ROOT), "PATH": ""})

@@ -13,6 +13,8 @@ import pytest
 from evaluation.classes import run as classes_run
 from tests.conftest import compose_cfg
 
+pytestmark = pytest.mark.slow  # every test here runs real sweeps or trains a real model
+
 
 @pytest.fixture(scope="module")
 def default_root(tmp_path_factory):

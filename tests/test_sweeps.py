@@ -24,6 +24,9 @@ from evaluation.records import content, read_records
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the [cluster] extra")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the [cluster] extra")
 
+pytestmark = pytest.mark.slow  # every test here runs real sweeps or trains a real model
+
+
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["attacks.relearn", "--multirun", "+experiment=sweep_smoke"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
