@@ -67,29 +67,37 @@ def headline_unlearning(records: list[dict]) -> str:
             "other class: on-data, judged another class. Mean ± std over the forgotten classes.\n\n" + _md(t))
 
 
+def _method_pairs(atk: list[dict], frame: pd.DataFrame):
+    """(first, other, method_comparison) for SAFEMax (or the first method by name) against each other unlearned
+    method of these attack records, where the comparison has rows."""
+    from evaluation.summary import method_comparison
+
+    methods = sorted({r["method"] for r in atk if r["role"] == "unlearned"}, key=lambda m: (m != "safemax", m))
+    for other in methods[1:]:
+        mc = method_comparison(frame, methods[0], other)
+        if not mc.empty:
+            yield methods[0], other, mc
+
+
 def headline_suite(records: list[dict]) -> str:
     """SAFEMax against each other method, paired by (class, seed) unit, in every study that attacked both: the
     attack settings run on every unit of the study, at budgets above 0 (full tables in the study's page)."""
-    from evaluation.summary import attack_frame, method_comparison
+    from evaluation.summary import attack_frame
 
     out = []
     for study in sorted({r["study"] for r in records if r.get("study") and r.get("kind") == "attack"}):
         atk = [r for r in records if r.get("study") == study and r.get("kind") == "attack" and r["attack"] != "sampler"]
-        methods = sorted({r["method"] for r in atk if r["role"] == "unlearned"}, key=lambda m: (m != "safemax", m))
-        if len(methods) < 2:
+        if len({r["method"] for r in atk if r["role"] == "unlearned"}) < 2:
             continue
         frame = attack_frame(atk)
         units = len(frame[["forget_class", "seed"]].drop_duplicates())
-        for other in methods[1:]:
-            mc = method_comparison(frame, methods[0], other)
-            if mc.empty:
-                continue
+        for first, other, mc in _method_pairs(atk, frame):
             full = mc[mc["steps"] == 0].groupby(["attack", "setting"])["units"].max()
             everywhere = set(full[full == units].index)
             mc = mc[(mc["steps"] > 0).to_numpy() & [(a, s) in everywhere for a, s in zip(mc["attack"], mc["setting"])]]
             out.append(f"**{study}** ({', '.join(sorted(set(frame['sampler'])))}; {units} units): ER = on-data RA "
                        "minus the oracle's; `units`: the pairs where neither point fails its guard; negative diff: "
-                       f"{methods[0]} recovers less than {other}.\n\n" + _md(_fmt(mc).set_index("attack")))
+                       f"{first} recovers less than {other}.\n\n" + _md(_fmt(mc).set_index("attack")))
     return "\n\n".join(out) or "_No study attacked SAFEMax and another method on the same units yet._"
 
 
@@ -219,7 +227,6 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     from evaluation.summary import (
         attack_frame,
         ledger,
-        method_comparison,
         mia_table,
         ra_budget_table,
         sampler_table,
@@ -263,14 +270,11 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
                        "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
                        "models' mean FID of c_f samples vs real c_f images on judge features):\n\n"
                        + _md(_fmt(rb).set_index("attack")))
-        methods = sorted({r["method"] for r in atk if r["role"] == "unlearned"}, key=lambda m: (m != "safemax", m))
-        for other in methods[1:]:
-            mc = method_comparison(frame, methods[0], other)
-            if not mc.empty:
-                out.append(f"**{methods[0]} against {other}, paired by unit** (mean ER of each over the units where "
-                           f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; "
-                           f"negative: {methods[0]} recovers less than {other}, relative to the oracle, at that "
-                           "budget):\n\n" + _md(_fmt(mc).set_index("attack")))
+        for first, other, mc in _method_pairs(atk, frame):
+            out.append(f"**{first} against {other}, paired by unit** (mean ER of each over the units where "
+                       f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; "
+                       f"negative: {first} recovers less than {other}, relative to the oracle, at that "
+                       "budget):\n\n" + _md(_fmt(mc).set_index("attack")))
         st = sampler_table(frame)
         if not st.empty:
             out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "

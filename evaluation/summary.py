@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.records import sampler_name
+from evaluation.tables import score_on_data
 from unlearn.errors import UserError
 
 UNIT = ["forget_class", "seed"]
@@ -50,9 +51,7 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
         if c not in df:
             df[c] = np.nan
     df["steps"] = df["budget_steps"]
-    df["ra_raw"] = df["ra"]
-    ondata = df["guard_ra_ondata"].notna()
-    df["ra"] = df["guard_ra_ondata"].where(ondata, df["ra_raw"])
+    ondata = score_on_data(df)
     df["ra_scored"] = np.where(ondata, "on-data", "raw")
     # How a point was scored: the sampler (DDIM-25, DDPM-1000, ...) and guidance w. Points scored differently
     # must never share a curve (an oracle point under one sampler against an unlearned point under another):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from evaluation.metrics import wilson_ci
+
 ROLE_ORDER = ["original", "unlearned", "oracle"]
 
 
@@ -12,20 +14,22 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     return pd.json_normalize(records, sep="_")
 
 
-def scored_frame(records: list[dict]) -> pd.DataFrame:
-    """records_frame with `ra` = the on-data RA (the judge names c_f and does not call the sample off-data)
-    wherever the record has it, its 95% Wilson CI in ra_ci_low / ra_ci_high, and `ra_raw` = the K-way judge's
-    RA (noise can count), as every summary scores it."""
-    from evaluation.metrics import wilson_ci
+def score_on_data(df: pd.DataFrame) -> pd.Series:
+    """In place: `ra_raw` = the K-way judge's RA (noise can count) and `ra` = the on-data RA (the judge names c_f
+    and does not call the sample off-data, guard.ra_ondata) wherever a record has it. Returns that mask."""
+    df["ra_raw"] = df["ra"]
+    ondata = df["guard_ra_ondata"].notna() if "guard_ra_ondata" in df else pd.Series(False, index=df.index)
+    df["ra"] = df["guard_ra_ondata"].where(ondata, df["ra_raw"]) if ondata.any() else df["ra_raw"]
+    return ondata
 
+
+def scored_frame(records: list[dict]) -> pd.DataFrame:
+    """records_frame scored as every summary scores it (score_on_data), with the 95% Wilson CI of the on-data
+    RA in ra_ci_low / ra_ci_high where it differs from the K-way RA."""
     df = records_frame(records)
     if df.empty:
         return df
-    df["ra_raw"] = df["ra"]
-    if "guard_ra_ondata" not in df:
-        return df
-    on = df["guard_ra_ondata"].notna() & (df["guard_ra_ondata"] != df["ra_raw"])
-    df["ra"] = df["guard_ra_ondata"].where(df["guard_ra_ondata"].notna(), df["ra_raw"])
+    on = score_on_data(df) & (df["ra"] != df["ra_raw"])
     for i in df.index[on]:
         df.loc[i, ["ra_ci_low", "ra_ci_high"]] = wilson_ci(round(df.at[i, "ra"] * df.at[i, "n"]), int(df.at[i, "n"]))
     return df
