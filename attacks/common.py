@@ -1,13 +1,18 @@
-"""What every attack yields, and the one optimisation loop the training attacks share.
+"""What every attack yields, what an attack module hands the harness, and the one optimisation loop the
+training attacks share.
 
-Attacks never score themselves and never import the judge (tests enforce it): the evaluation
-harness (evaluation/harness.py) consumes the states an attack yields and scores them.
+An attack module (attacks/<name>.py) holds a pure generator of `AttackState`s (a model, tensors and plain
+parameters in; states out) and `plans(cfg, ctx)`, which checks the attack's settings and returns the `Plan`s
+(or the `Audit`) to run. Attacks never score themselves and import nothing from evaluation/ (a test imports
+every attack module with evaluation/ blocked): the harness (evaluation/harness.py) consumes the states and
+scores them; the one entry point (evaluation/entry.py) runs the plans of the attack named in the registry
+(attacks/__init__.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -40,6 +45,43 @@ class AttackState:
     wall_s: float              # attack wall seconds so far (evaluation excluded)
     device_s: float            # attack device seconds so far (CUDA events on GPU, wall time on CPU)
     prior: Prior = Prior()     # of which spent before the first step (included in the totals above)
+    # the c_f samples, when drawing them is the attack (sampler probes): their cost is in the fields above,
+    # and the harness scores these instead of sampling (and books no evaluation cost for them)
+    samples: torch.Tensor | None = None
+
+
+States = Callable[[torch.nn.Module, torch.Generator], Iterator[AttackState]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One attack setting, ready to run on each model role: `states(model, generator)` yields the model's state
+    at each budget (the generator is seeded per role with the job's seed, so a role is replayed exactly)."""
+
+    setting: str               # the variant's label within its family, e.g. "lora r=4 k=10"; stored in records
+    states: States
+    params: dict | None = None  # the attack's settings as recorded (None: cfg.attack as given)
+    sampler: dict = field(default_factory=dict)  # overrides of the evaluation sampler (sampler probes: w, eta)
+    subdir: str | None = None  # the folder of its figures (None: from the setting and the sampler)
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a reader of an attack's records must know, declared by the attack (`TRAITS` in attacks/<name>.py), so
+    that no table or figure branches on attack names."""
+
+    curve: bool = True  # its points form a budget curve; False: each setting is one point (sampler probes)
+    # budget 0 is the unattacked model under the defender's sampler, given a record's attack_params
+    untouched_at_zero: Callable[[dict], bool] = lambda params: True
+
+
+@dataclass(frozen=True)
+class Audit:
+    """An audit (no budget, no sampling: membership inference): `run(model)` returns one dict per score name
+    in `scores` ({"score", "queries_per_sample", "metrics": {...}})."""
+
+    scores: list[str]
+    run: Callable[[torch.nn.Module], list[dict]]
 
 
 def check_list(value, name: str, example: str) -> list:

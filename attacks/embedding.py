@@ -18,20 +18,21 @@ weight, the original table included, is left bit-identical (a test checks it).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from attacks.common import AttackState, Prior, check_k, check_positive, optimize
+from attacks.attacker_clf import get_attacker_clf
+from attacks.common import AttackState, Plan, Prior, Traits, check_k, check_positive, optimize
 from unlearn.diffusion import Schedule, ddim_loop, eps_loss
 from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
 from unlearn.model import null_class
 from unlearn.pipeline import Context
 
+# budget 0 is the untouched model only when the free vector starts at the forgotten row itself
+TRAITS = Traits(untouched_at_zero=lambda params: params.get("init") == "forgotten")
 INITS = ("forgotten", "null_row", "mean")  # "null" would read as YAML null on the command line
 MODES = ("data", "datafree")
 
@@ -105,11 +106,9 @@ def setting(a: DictConfig) -> str:
     return ("datafree " if a.mode == "datafree" else "") + f"init={a.init}"
 
 
-def run(cfg: DictConfig) -> list[dict]:
-    from evaluation.harness import run_attack  # the harness holds the judge; this module never imports it
-
+def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
+    """The attack's settings checked; one plan: invert with k attacker images, or data-free."""
     a = cfg.attack
-    ctx = Context.from_cfg(cfg)
     if a.init not in INITS or a.mode not in MODES:
         raise UserError(f"attack.init={a.init!r}, attack.mode={a.mode!r}; use init in {', '.join(INITS)} "
                         f"and mode in {', '.join(MODES)}")
@@ -121,33 +120,23 @@ def run(cfg: DictConfig) -> list[dict]:
         pool = ctx.ds.attacker_pool(ctx.forget_class)
         k = check_k(a.k, pool, ctx.forget_class)
 
-        def attack(model, ctx, gen):
+        def states(model, gen):
             images = pool[torch.randperm(len(pool), generator=gen)[:k]]
             return invert(model, images, forget_class=ctx.forget_class, schedule=ctx.schedule, budgets=budgets,
                           init=a.init, lr=float(a.lr), batch_size=int(a.batch_size), generator=gen)
     else:
-        from attacks.attacker_clf import get_attacker_clf
-
         clf, clf_cost = get_attacker_clf(ctx)
 
-        def attack(model, ctx, gen):
+        def states(model, gen):
             return invert_datafree(model, clf, ctx.ds.image_shape, forget_class=ctx.forget_class,
                                    schedule=ctx.schedule, budgets=budgets, init=a.init, lr=float(a.lr),
                                    batch_size=int(a.batch_size), sample_steps=int(a.sample_steps), prior=clf_cost,
                                    generator=gen)
 
-    return run_attack(cfg, attack, ctx, setting=setting(a))
-
-
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
-            config_name="embedding")
-def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
-    exit_on_user_error(run)(cfg)
+    return [Plan(setting(a), states)]
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
+    from evaluation.entry import main
 
-    cli(main)
+    main("embedding")

@@ -18,14 +18,12 @@ guidance branch keeps training too). Budget = optimizer steps x batch.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 from attacks.attacker_clf import confused_class, get_attacker_clf
-from attacks.common import AttackState, Prior, check_positive, optimize
+from attacks.common import AttackState, Plan, Prior, check_positive, optimize
 from unlearn.diffusion import Schedule, ddim_sample, eps_loss, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
@@ -74,11 +72,9 @@ def setting(a: DictConfig, neighbour: int | None) -> str:
     return {"retain": "retain", "neighbour": f"neighbour c={neighbour}", "own": f"own n={int(a.n_own)}"}[a.data]
 
 
-def run(cfg: DictConfig) -> list[dict]:
-    from evaluation.harness import run_attack  # the harness holds the judge; this module never imports it
-
+def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
+    """The attack's settings checked; one plan: fine-tune on attack.data (never an image of c_f)."""
     a = cfg.attack
-    ctx = Context.from_cfg(cfg)
     if a.data not in DATA:
         raise UserError(f"attack.data={a.data!r}; use one of {', '.join(DATA)}")
     check_positive(a, "batch_size", "lr")
@@ -91,25 +87,17 @@ def run(cfg: DictConfig) -> list[dict]:
         clf, clf_cost = get_attacker_clf(ctx)
         neighbour = confused_class(ctx, clf)
 
-    def attack(model, ctx, gen):
+    def states(model, gen):
         x, y, data_cost = attacker_data(ctx, a.data, neighbour, model, int(a.n_own), gen)
         assert not (y == ctx.forget_class).any()
         return finetune(model, x, y, schedule=ctx.schedule, budgets=list(a.budgets), lr=float(a.lr),
                         batch_size=int(a.batch_size), label_dropout=float(a.label_dropout),
                         prior=clf_cost + data_cost, generator=gen)
 
-    return run_attack(cfg, attack, ctx, setting=setting(a, neighbour))
-
-
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
-            config_name="finetune")
-def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
-    exit_on_user_error(run)(cfg)
+    return [Plan(setting(a, neighbour), states)]
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
+    from evaluation.entry import main
 
-    cli(main)
+    main("finetune")

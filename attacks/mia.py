@@ -20,14 +20,11 @@ shadow half of each set and applied to the other half (the realised FPR is recor
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from attacks.common import check_list
+from attacks.common import Audit, check_list
 from unlearn.diffusion import Schedule, ddim_step, predict_eps, q_sample
 from unlearn.errors import UserError
 from unlearn.model import null_class
@@ -113,7 +110,7 @@ def evaluate(members: np.ndarray, nonmembers: np.ndarray, fprs=(0.01, 0.001), sh
     """AUC on all samples; TPR at each FPR with the threshold fitted on a shadow split of both sets.
     A shadow split with fewer than 1 / FPR non-members cannot place that threshold: TPR and the realised
     FPR are NaN there (digits has about 18 shadow non-members per class: 1% is not resolvable)."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # heavy (about 0.5 s to import), and only the audit needs it
 
     scores = np.concatenate([members, nonmembers])
     truth = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
@@ -139,11 +136,9 @@ def audit_sets(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.x_train[ds.y_train == fc], ds.x_test[ds.y_test == fc]
 
 
-def run(cfg: DictConfig) -> list[dict]:
-    from evaluation.harness import run_audit  # records and roles; the judge is not involved
-
+def plans(cfg: DictConfig, ctx: Context) -> Audit:
+    """The audit's settings checked; the audit of one model: every score on members and non-members."""
     a = cfg.attack
-    ctx = Context.from_cfg(cfg)
     ts = [int(t) for t in check_list(a.t, "attack.t", "[50,100,200]")]
     fprs = [float(f) for f in check_list(a.fprs, "attack.fprs", "[0.01,0.001]")]
     k, t_sec = int(a.secmi_k), int(a.secmi_t)
@@ -159,28 +154,20 @@ def run(cfg: DictConfig) -> list[dict]:
         raise UserError(f"class {ctx.forget_class} has {len(members)} training and {len(nonmembers)} test images; "
                         "the audit needs at least 4 of each")
 
-    def audit(model) -> list[dict]:
+    def run(model) -> list[dict]:
         dev = next(model.parameters()).device
         kw = dict(ts=ts, draws=int(a.draws), pia_t=int(a.pia_t), secmi_t=int(a.secmi_t), secmi_k=int(a.secmi_k),
                   seed=ctx.seed)
         sm = mia_scores(model, ctx.schedule, members.to(dev), ctx.forget_class, **kw)
         sn = mia_scores(model, ctx.schedule, nonmembers.to(dev), ctx.forget_class, **kw)
         return [{"score": name, "queries_per_sample": q,
-                 **evaluate(sm[name][0], sn[name][0], tuple(fprs), float(a.shadow_fraction), ctx.seed)}
+                 "metrics": evaluate(sm[name][0], sn[name][0], tuple(fprs), float(a.shadow_fraction), ctx.seed)}
                 for name, (_, q) in sm.items()]
 
-    return run_audit(cfg, audit, score_names(ts), ctx)
-
-
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
-            config_name="mia")
-def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
-    exit_on_user_error(run)(cfg)
+    return Audit(score_names(ts), run)
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
+    from evaluation.entry import main
 
-    cli(main)
+    main("mia")

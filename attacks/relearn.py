@@ -14,13 +14,11 @@ MemoRa 2025 and Erased-or-Dormant 2025 for the low-rank variant.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from attacks.common import AttackState, check_k, check_positive, optimize
+from attacks.common import AttackState, Plan, check_k, check_positive, optimize
 from attacks.lora import add_lora
 from unlearn.diffusion import Schedule, eps_loss
 from unlearn.errors import UserError
@@ -46,36 +44,25 @@ def setting(a: DictConfig) -> str:
     return (f"lora r={int(a.lora_rank)}" if int(a.lora_rank) else "full") + f" k={int(a.k)}"
 
 
-def run(cfg: DictConfig) -> list[dict]:
-    """The job: relearn on the unlearned model and on each reference; score every point; records."""
-    from evaluation.harness import run_attack  # the harness holds the judge; this module never imports it
-
+def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
+    """The attack's settings checked; one plan: relearn on k images drawn from the attacker pool."""
     a = cfg.attack
-    ctx = Context.from_cfg(cfg)
     pool = ctx.ds.attacker_pool(ctx.forget_class)
     k = check_k(a.k, pool, ctx.forget_class)
     check_positive(a, "batch_size", "lr")
     if int(a.lora_rank) < 0:
         raise UserError(f"attack.lora_rank must be >= 0 (0 = full weights), got {a.lora_rank}")
 
-    def attack(model, ctx, gen):
+    def states(model, gen):
         images = pool[torch.randperm(len(pool), generator=gen)[:k]]
         return relearn(model, images, forget_class=ctx.forget_class, schedule=ctx.schedule,
                        budgets=list(a.budgets), lr=float(a.lr), batch_size=int(a.batch_size),
                        lora_rank=int(a.lora_rank), generator=gen)
 
-    return run_attack(cfg, attack, ctx, setting=setting(a))
-
-
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
-            config_name="relearn")
-def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
-    exit_on_user_error(run)(cfg)
+    return [Plan(setting(a), states)]
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
+    from evaluation.entry import main
 
-    cli(main)
+    main("relearn")

@@ -12,50 +12,48 @@ and keeps the best one gets the class back.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig
 
-from attacks.common import AttackState, check_list
+from attacks.common import AttackState, Plan, Traits, check_list
+from unlearn.diffusion import Schedule
 from unlearn.errors import UserError
 from unlearn.pipeline import Context
+from unlearn.sampling import SamplerSpec, check_count
+
+# each (w, eta) is one point, its sampler chosen by the attacker: no budget curve, no unattacked budget 0
+TRAITS = Traits(curve=False, untouched_at_zero=lambda params: False)
 
 
-def run(cfg: DictConfig) -> list[dict]:
-    from evaluation.harness import run_attack  # the harness holds the judge; this module never imports it
+def probe(model, generator: torch.Generator, *, spec: SamplerSpec, schedule: Schedule, forget_class: int, n: int,
+          image_shape: tuple[int, int, int], seed: int) -> Iterator[AttackState]:
+    """One point: n samples with label forget_class under the attacker's sampler `spec`. The sampling is the
+    attack, so the state carries the samples and their cost (N x steps x (1 or 2) network evaluations); the
+    noise is the evaluation's (seeded from `seed`), so w = w_default, eta = 0 is the defender's own point."""
+    x, timer = spec.sample(model, schedule, torch.full((n,), forget_class), image_shape, seed)
+    yield AttackState(model, 0, 0, spec.nfe(n), timer.wall_s, timer.device_s, samples=x)
 
+
+def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
+    """One plan per (w, eta) in the grid; each records its own settings as its attack parameters."""
     a = cfg.attack
     ws = [float(w) for w in check_list(a.guidance_w, "attack.guidance_w", "[0,1,2,4,8]")]
     etas = [float(e) for e in check_list(a.eta, "attack.eta", "[0,1]")]
     if not ws or not etas or any(w < 0 for w in ws) or any(e < 0 for e in etas):
         raise UserError(f"attack.guidance_w and attack.eta must be non-empty lists of values >= 0, got {ws}, {etas}")
-    ctx = Context.from_cfg(cfg)
-    base = OmegaConf.to_container(cfg, resolve=True)
-    records = []
-    for w in ws:
-        for eta in etas:
-            one = OmegaConf.create(base)
-            one.sampler.guidance_w, one.sampler.eta = w, eta
-            one.attack = {"name": "sampler", "guidance_w": w, "eta": eta, "budgets": [0]}
-
-            def attack(model, ctx, gen):
-                yield AttackState(model, 0, 0, 0, 0.0, 0.0)
-
-            records += run_attack(one, attack, ctx, setting=f"w={w:g} eta={eta:g}", subdir=f"w{w:g}_eta{eta:g}",
-                                  sampling_is_attack=True)
-    return records
-
-
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
-            config_name="sampler")
-def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
-    exit_on_user_error(run)(cfg)
+    n, base = check_count(cfg.eval.n), SamplerSpec.from_cfg(cfg.sampler)
+    return [Plan(f"w={w:g} eta={eta:g}",
+                 lambda model, gen, spec=base.with_(guidance_w=w, eta=eta):
+                 probe(model, gen, spec=spec, schedule=ctx.schedule, forget_class=ctx.forget_class, n=n,
+                       image_shape=ctx.ds.image_shape, seed=ctx.seed),
+                 params={"name": "sampler", "guidance_w": w, "eta": eta, "budgets": [0]},
+                 sampler={"guidance_w": w, "eta": eta}, subdir=f"w{w:g}_eta{eta:g}")
+            for w in ws for eta in etas]
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
+    from evaluation.entry import main
 
-    cli(main)
+    main("sampler")

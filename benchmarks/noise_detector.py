@@ -63,10 +63,11 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from evaluation.harness import SamplerSpec, get_judge, sample_labels
+    from evaluation.harness import get_judge
     from evaluation.ood import NoiseDetector
     from unlearn.diffusion import ddim_sample
     from unlearn.pipeline import Context
+    from unlearn.sampling import SamplerSpec
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
         cfg = compose(config_name="relearn", overrides=overrides)
@@ -96,7 +97,7 @@ def main() -> None:
     if args.samples:
         model = ctx.load(ctx.base())
         y = torch.arange(ds.num_classes).repeat_interleave(args.n_samples)
-        xs, _ = sample_labels(model, ctx, ev, y, 0)
+        xs, _ = ev.sample(model, ctx.schedule, y, ctx.ds.image_shape, 0)
         own = (~det.rejected(xs), judge.probs(xs).argmax(-1) == y, y)
     for c in range(ds.num_classes):
         x = ds.x_test[ds.y_test == c]

@@ -33,7 +33,7 @@ def one(method: str, steps: int, overrides: list[str]) -> dict:
     from unlearn.pipeline import Context, full_args
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = compose(config_name="unlearn", overrides=[f"method={method}", *overrides])
+        cfg = compose(config_name="unlearn", overrides=[f"unlearned={method}", *overrides])
     ctx = Context.from_cfg(cfg)
     ds, fc, dev = ctx.ds, ctx.forget_class, ctx.device
     model = ctx.load(ctx.base(), training=True)

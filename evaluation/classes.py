@@ -9,7 +9,6 @@ RA, the retained classes' mean RA, entropy and mean p(c) per class.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import hydra
@@ -17,14 +16,16 @@ import torch
 from omegaconf import DictConfig
 
 from evaluation.fid import fid
-from evaluation.harness import SamplerSpec, check_n, get_judge, sample_labels
+from evaluation.harness import get_judge
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
 from evaluation.records import append_record, read_records
+from evaluation.schema import ClassPoint
 from unlearn.artifacts import key_of
-from unlearn.diffusion import sampling_nfe
-from unlearn.model import code_version, device_name
+from unlearn.errors import cli, exit_on_user_error
+from unlearn.model import device_name
 from unlearn.pipeline import Context
+from unlearn.sampling import SamplerSpec, check_count
 
 
 def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int, seed: int):
@@ -33,7 +34,7 @@ def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int
     Returns (per-class scores, samples, labels, timer). Each class's samples are also split three ways
     (noise-aware): rejected as off-data noise / in-distribution and judged c / in-distribution, another class."""
     labels = torch.arange(ctx.ds.num_classes).repeat_interleave(n_per_class)
-    x, timer = sample_labels(model, ctx, ev, labels, seed)
+    x, timer = ev.sample(model, ctx.schedule, labels, ctx.ds.image_shape, seed)
     probs = judge.probs(x)
     noise = NoiseDetector(judge).rejected(x)
     per = {}
@@ -49,7 +50,7 @@ def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int
 def run(cfg: DictConfig) -> dict:
     ctx = Context.from_cfg(cfg)
     ev = SamplerSpec.from_cfg(cfg.sampler)
-    n = check_n(cfg.eval.n_per_class, "eval.n_per_class")
+    n = check_count(cfg.eval.n_per_class, "eval.n_per_class")
     judge = get_judge(ctx, cfg.judge)
     folder = ctx.unlearned()
     prov = ctx.provenance(folder)
@@ -68,27 +69,22 @@ def run(cfg: DictConfig) -> dict:
         ds = ctx.ds
         fid_retained = fid(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"], inception,
                            cuda=ctx.device.type == "cuda")
-        rec = {
-            "key": key, "kind": "class_accuracy",
-            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "code_version": code_version(), "dataset": ctx.ds.name, "model": ctx.arch_name, "model_key": prov["key"],
-            "model_code_version": prov.get("code_version"),
-            "method": ctx.method_label, "method_args": ctx.method_args, "forget_class": fc, "seed": ctx.seed,
-            "unlearn": prov.get("unlearn"), "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
-            "sampler": ev.record(), "guidance_w": ev.guidance_w,
-            "n_per_class": n, "per_class_ra": {str(c): round(per[c]["ra"], 4) for c in per},
-            "per_class_entropy": {str(c): round(per[c]["entropy"], 4) for c in per},
-            "per_class_mean_p": {str(c): round(per[c]["mean_p"], 4) for c in per},
-            "forget_ra": per[fc]["ra"], "retained_mean_ra": round(sum(retained) / len(retained), 4),
-            "forget_noise": round(per[fc]["noise"], 4), "forget_in_dist_as_c": round(per[fc]["in_dist_as_c"], 4),
-            "forget_in_dist_other": round(per[fc]["in_dist_other"], 4),
-            "per_class_noise": {str(c): round(per[c]["noise"], 4) for c in per},
-            "fid_retained": round(fid_retained, 4),
-            "fid_features": "inception" if cfg.eval.get("inception_weights") else f"judge:{judge.id}",
-            "min_class_ra": min(v["ra"] for v in per.values()),
-            "eval": {"nfe": sampling_nfe(n * len(per), ev.steps, ev.guidance_w), "wall_s": round(timer.wall_s, 3)},
-            "device": device_name(ctx.device), "torch": torch.__version__,
-        }
+        per_class = {f: {str(c): round(per[c][m], 4) for c in per}
+                     for f, m in (("ra", "ra"), ("entropy", "entropy"), ("mean_p", "mean_p"), ("noise", "noise"))}
+        rec = ClassPoint(
+            key=key, dataset=ctx.ds.name, model=ctx.arch_name, model_key=prov["key"],
+            model_code_version=prov.get("code_version"), method=ctx.method_label, method_args=ctx.method_args,
+            forget_class=fc, seed=ctx.seed, unlearn=prov.get("unlearn"), judge_id=judge.id,
+            judge_test_accuracy=judge.meta["test_accuracy"], sampler=ev.record(), guidance_w=ev.guidance_w,
+            n_per_class=n, per_class_ra=per_class["ra"], per_class_entropy=per_class["entropy"],
+            per_class_mean_p=per_class["mean_p"], per_class_noise=per_class["noise"], forget_ra=per[fc]["ra"],
+            retained_mean_ra=round(sum(retained) / len(retained), 4), forget_noise=round(per[fc]["noise"], 4),
+            forget_in_dist_as_c=round(per[fc]["in_dist_as_c"], 4),
+            forget_in_dist_other=round(per[fc]["in_dist_other"], 4), fid_retained=round(fid_retained, 4),
+            fid_features="inception" if inception else f"judge:{judge.id}",
+            min_class_ra=min(v["ra"] for v in per.values()),
+            eval={"nfe": ev.nfe(n * len(per)), "wall_s": round(timer.wall_s, 3)}, device=device_name(ctx.device),
+        ).to_dict()
         append_record(records_path, rec, replace=bool(cfg.get("overwrite")))
     print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): "
           f"forget RA {rec['forget_ra']:.3f}, "
@@ -101,12 +97,8 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
             config_name="classes")
 def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
     exit_on_user_error(run)(cfg)
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
-
     cli(main)

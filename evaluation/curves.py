@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from attacks.registry import ATTACKS, traits  # noqa: E402
 from evaluation.plots import COLORS, _atomic_savefig  # noqa: E402
 from evaluation.summary import UNIT, attack_frame, unit_ci  # noqa: E402
 
-FAMILIES = ["relearn", "finetune", "embedding", "sampler"]
+FAMILIES = list(ATTACKS)  # panel order: the registry's
 METHOD_COLORS = ["tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 ETA_STYLES = ["-", "--", ":", "-."]
 NUMBER = r"([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)"
@@ -109,7 +110,7 @@ def plot_robustness(records: list[dict], path: str | Path, title: str | None = N
     fig, axes = plt.subplots(1, len(families), figsize=(4.4 * len(families), 3.6), squeeze=False)
     for ax, family in zip(axes[0], families):
         d = df[df["attack"] == family]
-        if family == "sampler":
+        if not traits(family).curve:
             _sampler_panel(ax, d, colors)
         else:
             _budget_panel(ax, d, family, colors)

@@ -14,6 +14,7 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from evaluation.judge import Judge
 from unlearn.errors import UserError
 
 FID = "frechet_inception_distance"  # torch-fidelity's result key (whatever the extractor)
@@ -24,8 +25,6 @@ class JudgeFeatures(FeatureExtractorBase):
 
     def __init__(self, name, features_list, **kwargs):
         super().__init__(name, features_list)
-        from evaluation.judge import Judge
-
         self.judge = Judge.load(Path(kwargs["feature_extractor_weights_path"])).net
 
     @staticmethod

@@ -12,9 +12,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from evaluation.harness import SamplerSpec, sample_labels
 from evaluation.plots import sample_grid
+from unlearn.errors import cli, exit_on_user_error
 from unlearn.pipeline import Context
+from unlearn.sampling import SamplerSpec
 
 
 def run(cfg: DictConfig) -> Path:
@@ -22,7 +23,7 @@ def run(cfg: DictConfig) -> Path:
     k, per = ctx.ds.num_classes, int(cfg.eval.grid_per_class)
     labels = torch.arange(k).repeat_interleave(per)
     ev = SamplerSpec.from_cfg(cfg.sampler)
-    x, _ = sample_labels(ctx.load(ctx.unlearned()), ctx, ev, labels, ctx.seed)
+    x, _ = ev.sample(ctx.load(ctx.unlearned()), ctx.schedule, labels, ctx.ds.image_shape, ctx.seed)
     rows = {(f"{c} (forgotten)" if c == ctx.forget_class else str(c)): x[labels == c].numpy() for c in range(k)}
     path = (Path(cfg.paths.results) / "grids" /
             f"{ctx.ds.name}_{ctx.method_label}_c{ctx.forget_class}_s{ctx.seed}_w{cfg.sampler.guidance_w}{ev.variant}.png")
@@ -35,12 +36,8 @@ def run(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
             config_name="classes")
 def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
     exit_on_user_error(run)(cfg)
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
-
     cli(main)

@@ -1,95 +1,45 @@
-"""Drive an attack over its budget grid on the unlearned model and its references, score each point
-with the judge, append one record per point, and draw the job's curve and sample grids.
+"""Drive an attack over its budget grid on the unlearned model and its references, score each point with
+the judge, append one record per point. Figures and tables are a separate step (evaluation/entry.py) that
+reads the records.
 
-Resumable: a point whose record key exists is not evaluated again; a role whose points all exist is
-skipped entirely (the attack is deterministic for a seed, so a partial role is replayed and only its
-missing points are scored).
+    for each model role (unlearned, then the references):
+        skip the role if all its points are recorded; else load the model
+        for each state the attack yields: skip if recorded, sample, score, append
+
+Resumable: a point whose record key exists is not evaluated again (the attack is deterministic for a seed,
+so a partial role is replayed and only its missing points are scored).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.common import AttackState, Prior, check_budgets
+from attacks.common import AttackState, Audit, Plan, Prior, check_budgets
+from evaluation.fid import fid
 from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
 from evaluation.ood import OFF_DATA_VERSION, NoiseDetector
 from evaluation.records import append_record, existing_keys, read_records
+from evaluation.schema import AttackPoint, AuditPoint
 from unlearn.artifacts import artifact, key_of
-from unlearn.diffusion import VARIANCES, ddim_sample, sampler_label, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.fast import fp32_math
-from unlearn.io import atomic_write, write_text
+from unlearn.io import atomic_write
 from unlearn.methods import REFERENCES
-from unlearn.model import Timer, code_version, device_name, null_class
+from unlearn.model import Timer, device_name
 from unlearn.pipeline import Context
+from unlearn.sampling import SamplerSpec, check_count
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """The evaluation sampler: guided DDIM (DDPM at steps 1000, eta 1), used for every evaluated point.
-    The defender's default is configs/sampler/ddim.yaml; an attacker may pick another (sampler=ddpm)."""
-
-    steps: int
-    eta: float
-    guidance_w: float
-    batch_size: int
-    clip: bool = True  # clip x0_hat to [-1, 1] at every step
-    variance: str = "ddim"  # "ddim": sigma from eta (eq. 16 of DDIM); "beta": sigma^2 = beta_t (the testbed's DDPM)
-
-    @classmethod
-    def from_cfg(cls, s: DictConfig) -> SamplerSpec:
-        clip = s.get("clip", True)
-        if not isinstance(clip, bool):
-            raise UserError(f"sampler.clip={clip!r}: use true or false")
-        variance = s.get("variance", "ddim")
-        if variance not in VARIANCES:
-            raise UserError(f"sampler.variance={variance!r}: use one of {', '.join(VARIANCES)}")
-        spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size), clip, variance)
-        if not 1 <= spec.steps <= 1000 or spec.batch_size < 1 or spec.eta < 0:
-            raise UserError(f"sampler.steps must be in [1, 1000], sampler.batch_size >= 1 and sampler.eta >= 0; "
-                            f"got {spec.steps}, {spec.batch_size}, {spec.eta}")
-        return spec
-
-    def key(self) -> dict:
-        """The sampler's part of a point's key: `clip` enters only when off and `variance` only when not
-        "ddim", so keys made before those switches existed stay valid."""
-        return {k: v for k, v in asdict(self).items()
-                if not (k == "clip" and v) and not (k == "variance" and v == "ddim")}
-
-    @property
-    def label(self) -> str:
-        return sampler_label(self.steps, self.eta, self.clip, self.variance)
-
-    @property
-    def variant(self) -> str:
-        """A suffix for output paths ("" for deterministic clipped DDIM, else e.g. "@DDPM-1000"), so an attacker's
-        sampler never overwrites the default run's figures and sample strips."""
-        return "" if self.eta == 0 and self.clip and self.variance == "ddim" else "@" + self.label.replace(" ", "_")
-
-    def record(self) -> dict:
-        """The sampler as records carry it ({"name": "ddim", "steps", "eta"}, plus "clip": false when off and
-        "variance": "beta" for the testbed's DDPM); `evaluation.records.sampler_name` turns it into a label."""
-        return {"name": "ddim", "steps": self.steps, "eta": self.eta, **({} if self.clip else {"clip": False}),
-                **({} if self.variance == "ddim" else {"variance": self.variance})}
-
-
-def check_n(n, name: str = "eval.n") -> int:
-    if int(n) < 1:
-        raise UserError(f"{name}={n}: need at least one sample per point (default 500)")
-    return int(n)
 
 
 def get_judge(ctx: Context, judge_cfg: DictConfig) -> Judge:
@@ -107,19 +57,6 @@ def get_judge(ctx: Context, judge_cfg: DictConfig) -> Judge:
     judge.meta["id"] = folder.name
     judge.meta["folder"] = str(folder)
     return judge
-
-
-def sample_labels(model, ctx: Context, ev: SamplerSpec, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, Timer]:
-    """Samples for `labels` under the defender's sampler; the same noise for every model and budget."""
-    timer = Timer(ctx.device)
-    with timer:
-        x = ddim_sample(model, ctx.schedule, labels, ctx.ds.image_shape,
-                        null_class(model), ev.guidance_w, ev.steps, ev.eta,
-                        torch.Generator().manual_seed(seed + 10_007), ev.batch_size, ev.clip, variance=ev.variance)
-    return x, timer
-
-
-AttackFactory = Callable[[torch.nn.Module, Context, torch.Generator], Iterator[AttackState]]
 
 
 def _hit_any(hits: torch.Tensor, sizes=(1, 10, 100)) -> dict:
@@ -153,9 +90,7 @@ class Guards:
         self.noise = NoiseDetector(judge)
 
     def __call__(self, model, x_cf: torch.Tensor, hits: torch.Tensor) -> tuple[dict, Timer]:
-        from evaluation.fid import fid
-
-        x, timer = sample_labels(model, self.ctx, self.ev, self.labels, self.ctx.seed + 1)
+        x, timer = self.ev.sample(model, self.ctx.schedule, self.labels, self.ctx.ds.image_shape, self.ctx.seed + 1)
         with timer:
             ondata = (hits & ~self.noise.rejected(x_cf)).float().mean().item()
             # a retained sample counts when the judge names its class and does not call it off-data
@@ -167,100 +102,125 @@ class Guards:
                 "retained_ra": round(retained, 5), "retained_n": len(self.labels), "fid_real_n": len(self.real)}, timer
 
 
-def run_attack(cfg: DictConfig, attack: AttackFactory, ctx: Context | None = None, *, setting: str = "default",
-               subdir: str | None = None, sampling_is_attack: bool = False) -> list[dict]:
-    """Run `attack` on the unlearned model and the references; one record per (role, budget).
 
-    setting: the attack variant's label within its family (e.g. "lora r=4 k=10"), stored in records.
-    subdir: put this run's figures under a sub-folder of the run folder (attacks with several settings).
-    sampling_is_attack: the attack *is* the sampling (sampler probes): its budget is the sampling cost."""
+
+@dataclass
+class AttackJob:
+    """What is fixed over one run of a plan: the evaluation and the identity of its points. A point's key is
+    the model (its artifact key), the attack's settings (the budget grid excluded: points are cumulative, so
+    adding a budget reuses every recorded point), the evaluation and the budget."""
+
+    cfg: DictConfig
+    ctx: Context
+    plan: Plan
+    ev: SamplerSpec
+    n: int
+    budgets: list[int]
+    params: dict
+    roles: list[str]
+    judge: Judge
+    guards: Guards | None
+    key: dict
+    run_id: str
+    unlearn_sg: int | None
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig, ctx: Context, plan: Plan) -> AttackJob:
+        ev = SamplerSpec.from_cfg(cfg.sampler).with_(**plan.sampler)
+        n = check_count(cfg.eval.n)
+        per_class = int(cfg.eval.get("n_retained_per_class", 0))
+        if per_class < 0:
+            raise UserError(f"eval.n_retained_per_class={per_class}: use 0 (no guards) or more")
+        params = plan.params or OmegaConf.to_container(cfg.attack, resolve=True)
+        budgets = check_budgets(params["budgets"])
+        job_roles = roles(cfg, ctx)  # every setting checked before anything is built
+        judge = get_judge(ctx, cfg.judge)
+        inception = cfg.eval.get("inception_weights")
+        key = {"attack": {k: v for k, v in params.items() if k != "budgets"}, "sampler": ev.key(), "n": n,
+               "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
+               **({"study": cfg.study} if cfg.get("study") else {}),  # a study owns its points (rerun = resume)
+               **ctx.fast_key(),  # bf16 etc. on CUDA: other numbers, other keys
+               **({"inception": str(inception)} if inception else {})}
+        unlearned = ctx.provenance(ctx.model_folder("unlearned"))
+        return cls(cfg, ctx, plan, ev, n, budgets, params, job_roles, judge,
+                   Guards(ctx, judge, ev, per_class, inception) if per_class else None, key,
+                   key_of({**key, "unlearned": unlearned["key"]}), unlearned.get("unlearn", {}).get("sample_gradients"))
+
+    @property
+    def records_path(self) -> Path:
+        return Path(self.cfg.paths.results) / "records.jsonl"
+
+    @property
+    def overwrite(self) -> bool:
+        return bool(self.cfg.get("overwrite"))  # recompute points that are already recorded (and replace them)
+
+    def recorded(self) -> set[str]:
+        return set() if self.overwrite else existing_keys(self.records_path)
+
+    def point_keys(self, model_key: str) -> dict[int, str]:
+        return {b: key_of({**self.key, "model": model_key, "steps": b}) for b in self.budgets}
+
+
+def run_attack(cfg: DictConfig, plan: Plan, ctx: Context | None = None) -> list[dict]:
+    """Run `plan` on the unlearned model and the references; one record per (role, budget); returns them."""
     ctx = ctx or Context.from_cfg(cfg)
-    ev = SamplerSpec.from_cfg(cfg.sampler)
-    n = check_n(cfg.eval.n)
-    per_class = int(cfg.eval.get("n_retained_per_class", 0))
-    if per_class < 0:
-        raise UserError(f"eval.n_retained_per_class={per_class}: use 0 (no guards) or more")
-    budgets = check_budgets(cfg.attack.budgets)
-    out_dir = _run_dir(cfg) / ((subdir or _slug(setting)) + ("" if sampling_is_attack else ev.variant))
-    records_path = Path(cfg.paths.results) / "records.jsonl"
-    overwrite = bool(cfg.get("overwrite"))  # recompute points that are already recorded (and replace them)
-    roles = _roles(cfg, ctx)
-    attack_params = OmegaConf.to_container(cfg.attack, resolve=True)
-    judge = get_judge(ctx, cfg.judge)
-    unlearned_prov = ctx.provenance(ctx.model_folder("unlearned"))
-    unlearn_sg = unlearned_prov.get("unlearn", {}).get("sample_gradients")
-    # A point's identity: the model (its artifact key), the attack's settings (the budget grid excluded:
-    # points are cumulative, so adding a budget reuses every recorded point), the evaluation, the budget.
-    job = {"attack": {k: v for k, v in attack_params.items() if k != "budgets"}, "sampler": ev.key(), "n": n,
-           "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
-           **({"study": cfg.study} if cfg.get("study") else {}),  # a study owns its points (rerun = resume)
-           **ctx.fast_key()}  # bf16 etc. on CUDA: other numbers, other keys
-    inception = cfg.eval.get("inception_weights")
-    if inception:
-        job["inception"] = str(inception)
-    guards = Guards(ctx, judge, ev, per_class, inception) if per_class else None
-    run_id = key_of({**job, "unlearned": unlearned_prov["key"]})
-    keys = []
-    for role in roles:
-        folder = ctx.model_folder(role)
-        prov = ctx.provenance(folder)
-        model_key = prov["key"]
-        role_keys = {b: key_of({**job, "model": model_key, "steps": b}) for b in budgets}
-        keys += role_keys.values()
-        have = set() if overwrite else existing_keys(records_path)
-        if all(k in have for k in role_keys.values()):
-            log.info("%s: all %d points already recorded", role, len(budgets))
+    job = AttackJob.from_cfg(cfg, ctx, plan)
+    wanted = set()
+    for role in job.roles:
+        prov = ctx.provenance(ctx.model_folder(role))
+        keys = job.point_keys(prov["key"])
+        wanted |= set(keys.values())
+        have = job.recorded()
+        if all(k in have for k in keys.values()):
+            log.info("%s: all %d points already recorded", role, len(keys))
             continue
-        model = ctx.load(folder)
-        for state in attack(model, ctx, torch.Generator().manual_seed(ctx.seed)):
-            if role_keys[state.steps] in have:
-                continue
-            x, timer = sample_labels(state.model, ctx, ev, torch.full((n,), ctx.forget_class), ctx.seed)
-            probs = judge.probs(x)
-            s = score(probs, ctx.forget_class)
-            guard, gtimer = (guards(state.model, x, probs.argmax(-1) == ctx.forget_class) if guards
-                             else ({}, Timer(ctx.device)))
-            if sampling_is_attack:
-                state = AttackState(state.model, 0, 0, sampling_nfe(n, ev.steps, ev.guidance_w), timer.wall_s,
-                                    timer.device_s)
-            rec = {
-                "key": role_keys[state.steps], "kind": "attack", "run_id": run_id, "study": cfg.get("study"),
-                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
-                "model": ctx.arch_name, "model_key": model_key, "model_code_version": prov.get("code_version"),
-                "method": ctx.method_label if role == "unlearned" else role, "role": role,
-                "forget_class": ctx.forget_class, "seed": ctx.seed,
-                "attack": attack_params["name"], "setting": setting, "attack_params": attack_params,
-                "budget": {"steps": state.steps, "sample_gradients": state.sample_gradients, "nfe": state.nfe,
-                           **({f"prior_{k}": round(v, 3) if isinstance(v, float) else v
-                               for k, v in asdict(state.prior).items()} if state.prior != Prior() else {}),
-                           # in units of the attacked method's own unlearning run; reference records are
-                           # shared across methods, so they carry none (divide by the method's at read time)
-                           "unlearning_equivalents": (state.sample_gradients / unlearn_sg)
-                           if unlearn_sg and role == "unlearned" else None,
-                           "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)},
-                "judge_id": judge.id, "judge_test_accuracy": judge.meta["test_accuracy"],
-                "sampler": ev.record(), "guidance_w": ev.guidance_w,
-                # evaluation cost: the c_f samples (unless sampling is the attack itself) and the guards
-                "n": n, "eval": {"nfe": sampling_nfe((0 if sampling_is_attack else n)
-                                                     + (len(guards.labels) if guards else 0), ev.steps, ev.guidance_w),
-                                 "wall_s": round((0 if sampling_is_attack else timer.wall_s) + gtimer.wall_s, 3),
-                                 "device_s": round((0 if sampling_is_attack else timer.device_s) + gtimer.device_s, 3)},
-                **{k: round(v, 5) for k, v in s.items()},
-                "hit_any": _hit_any(probs.argmax(-1) == ctx.forget_class), "guard": guard,
-                "device": device_name(ctx.device), "torch": torch.__version__, "fast": ctx.fast_tag(),
-            }
-            _save_strip(x[:16], out_dir / "samples" / f"{role}_steps{state.steps}.npy")
-            append_record(records_path, rec, replace=overwrite)
-            log.info("%s %s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, setting, state.steps, s["ra"],
-                     s["ra_ci_low"], s["ra_ci_high"], s["entropy"], guard)
-    wanted = set(keys)
-    records = [r for r in read_records(records_path) if r["key"] in wanted]
-    _outputs(records, out_dir, roles, budgets)
-    return records
+        model = ctx.load(ctx.model_folder(role))
+        for state in plan.states(model, torch.Generator().manual_seed(ctx.seed)):
+            if keys[state.steps] not in have:
+                rec = _score(job, role, prov, state, keys[state.steps])
+                append_record(job.records_path, rec, replace=job.overwrite)
+    return [r for r in read_records(job.records_path) if r["key"] in wanted]
 
 
-def _roles(cfg: DictConfig, ctx: Context) -> list[str]:
+def _score(job: AttackJob, role: str, prov: dict, state: AttackState, key: str) -> dict:
+    """Sample c_f from the attacked model (unless the attack drew the samples), score them, build the record."""
+    ctx, ev, n = job.ctx, job.ev, job.n
+    drawn = state.samples is not None  # drawing the samples was the attack: their cost is the attack's
+    x, timer = ((state.samples, Timer(ctx.device)) if drawn else
+                ev.sample(state.model, ctx.schedule, torch.full((n,), ctx.forget_class), ctx.ds.image_shape, ctx.seed))
+    probs = job.judge.probs(x)
+    hits = probs.argmax(-1) == ctx.forget_class
+    s = {k: round(v, 5) for k, v in score(probs, ctx.forget_class).items()}
+    guard, gtimer = job.guards(state.model, x, hits) if job.guards else ({}, Timer(ctx.device))
+    _save_strip(x[:16], output_dir(job.cfg, job.plan) / "samples" / f"{role}_steps{state.steps}.npy")
+    log.info("%s %s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, job.plan.setting, state.steps, s["ra"],
+             s["ra_ci_low"], s["ra_ci_high"], s["entropy"], guard)
+    n_eval = (0 if drawn else n) + (len(job.guards.labels) if job.guards else 0)
+    return AttackPoint(
+        key=key, run_id=job.run_id, study=job.cfg.get("study"), dataset=ctx.ds.name,
+        data_fingerprint=ctx.ds.fingerprint, model=ctx.arch_name, model_key=prov["key"],
+        model_code_version=prov.get("code_version"), method=ctx.method_label if role == "unlearned" else role,
+        role=role, forget_class=ctx.forget_class, seed=ctx.seed, attack=job.params["name"], setting=job.plan.setting,
+        attack_params=job.params, budget=_budget(state, job.unlearn_sg if role == "unlearned" else None),
+        judge_id=job.judge.id, judge_test_accuracy=job.judge.meta["test_accuracy"], sampler=ev.record(),
+        guidance_w=ev.guidance_w, n=n,
+        eval={"nfe": ev.nfe(n_eval), "wall_s": round((0 if drawn else timer.wall_s) + gtimer.wall_s, 3),
+              "device_s": round((0 if drawn else timer.device_s) + gtimer.device_s, 3)},
+        **s, hit_any=_hit_any(hits), guard=guard, device=device_name(ctx.device), fast=ctx.fast_tag(),
+    ).to_dict()
+
+
+def _budget(state: AttackState, unlearn_sg: int | None) -> dict:
+    """What the attack spent up to this point. unlearning_equivalents: in units of the attacked method's own
+    unlearning run; reference records are shared across methods, so they carry none (unlearn_sg None)."""
+    prior = ({f"prior_{k}": round(v, 3) if isinstance(v, float) else v for k, v in asdict(state.prior).items()}
+             if state.prior != Prior() else {})
+    return {"steps": state.steps, "sample_gradients": state.sample_gradients, "nfe": state.nfe, **prior,
+            "unlearning_equivalents": state.sample_gradients / unlearn_sg if unlearn_sg else None,
+            "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)}
+
+
+def roles(cfg: DictConfig, ctx: Context) -> list[str]:
     """The unlearned model, then the references. Attacking a reference itself (unlearned=original / oracle):
     it is run once, under its own role."""
     bad = [r for r in cfg.references if r not in REFERENCES]
@@ -270,14 +230,14 @@ def _roles(cfg: DictConfig, ctx: Context) -> list[str]:
                                *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_") or "default"
-
-
-def _run_dir(cfg: DictConfig) -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.results) / "run"
+def output_dir(cfg: DictConfig, plan: Plan) -> Path:
+    """The folder of a plan's figures and sample strips: under the run folder, named by the setting (and the
+    evaluation sampler when it is not the default: an attacker's sampler never overwrites the default run's)."""
+    run = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.results) / "run"
+    if plan.subdir:
+        return run / plan.subdir
+    slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", plan.setting).strip("_") or "default"
+    return run / (slug + SamplerSpec.from_cfg(cfg.sampler).with_(**plan.sampler).variant)
 
 
 def _save_strip(x: torch.Tensor, path: Path) -> None:
@@ -285,77 +245,38 @@ def _save_strip(x: torch.Tensor, path: Path) -> None:
         np.save(f, x.numpy().astype(np.float32))
 
 
-def _outputs(records: list[dict], out_dir: Path, roles: list[str], budgets: list[int]) -> None:
-    from evaluation.plots import plot_ra_curve, sample_grid
-    from evaluation.tables import ROLE_ORDER, ra_table
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_ra_curve(records, out_dir / "ra_curve.png")
-    for b in budgets:
-        strips = {r: out_dir / "samples" / f"{r}_steps{b}.npy" for r in ROLE_ORDER if r in roles}
-        sample_grid({r: np.load(p) for r, p in strips.items() if p.exists()}, out_dir / f"samples_steps{b}.png",
-                    title=f"samples with label c_f after {b} attack steps")
-    table = ra_table(records)
-    print(table.to_string())
-    write_text(out_dir / "summary.txt", table.to_string() + "\n")
-    print(f"records: {len(records)} points; outputs in {out_dir}")
-
-
-def run_audit(cfg: DictConfig, audit: Callable[[torch.nn.Module], list[dict]], scores: list[str],
-              ctx: Context | None = None) -> list[dict]:
-    """Run an audit (no budget, no sampling: membership inference) on the unlearned model and the
-    references; one record (kind "mia") per (role, score name in `scores`). Resumable like run_attack:
-    a role whose scores are all recorded is skipped; otherwise only the missing scores are appended."""
+def run_audit(cfg: DictConfig, audit: Audit, ctx: Context | None = None) -> list[dict]:
+    """Run an audit (membership inference) on the unlearned model and the references; one record (kind "mia") per
+    (role, score name). Resumable like run_attack: a role whose scores are all recorded is skipped; otherwise
+    only the missing scores are appended. Audits always run in fp32 (no bf16 / TF32, whatever `fast` says):
+    their keys carry no fast tag."""
     ctx = ctx or Context.from_cfg(cfg)
-    records_path = Path(cfg.paths.results) / "records.jsonl"
-    overwrite = bool(cfg.get("overwrite"))  # recompute points that are already recorded (and replace them)
-    roles = _roles(cfg, ctx)
+    audit_roles = roles(cfg, ctx)
+    records_path, overwrite = Path(cfg.paths.results) / "records.jsonl", bool(cfg.get("overwrite"))
     params = OmegaConf.to_container(cfg.attack, resolve=True)
-    unlearned_key = ctx.provenance(ctx.model_folder("unlearned"))["key"]
-    # audits always run in fp32 (no bf16 / TF32, whatever `fast` says): their keys carry no fast tag. "scores": 2
-    # is the version of the score definitions (2: SecMI as published), so older audits are recomputed, not resumed
+    # "scores": 2 is the version of the score definitions (2: SecMI as published): older audits are recomputed
     job = {"attack": {k: v for k, v in params.items() if k not in ("budgets", "t")}, "seed": ctx.seed,
            "forget_class": ctx.forget_class, "scores": 2, **({"study": cfg.study} if cfg.get("study") else {})}
-    run_id = key_of({**job, "unlearned": unlearned_key})
+    run_id = key_of({**job, "unlearned": ctx.provenance(ctx.model_folder("unlearned"))["key"]})
     wanted = set()
-    for role in roles:
-        folder = ctx.model_folder(role)
-        prov = ctx.provenance(folder)
-        role_key = {**job, "model": prov["key"]}
-        keys = {name: key_of({**role_key, "score": name}) for name in scores}
+    for role in audit_roles:
+        prov = ctx.provenance(ctx.model_folder(role))
+        keys = {name: key_of({**job, "model": prov["key"], "score": name}) for name in audit.scores}
         wanted |= set(keys.values())
         have = set() if overwrite else existing_keys(records_path)
         if all(k in have for k in keys.values()):
             log.info("%s: audit already recorded", role)
             continue
-        model = ctx.load(folder, fp32=True)
-        timer = Timer(ctx.device)
+        model, timer = ctx.load(ctx.model_folder(role), fp32=True), Timer(ctx.device)
         with timer, fp32_math():
-            results = audit(model)
-        for res in results:
-            if keys[res["score"]] in have:
-                continue
-            rec = {"key": keys[res["score"]], "kind": "mia", "study": cfg.get("study"),
-                   "run_id": run_id, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                   "code_version": code_version(), "dataset": ctx.ds.name, "data_fingerprint": ctx.ds.fingerprint,
-                   "model": ctx.arch_name, "model_key": prov["key"],
-                   "method": ctx.method_label if role == "unlearned" else role, "role": role,
-                   "forget_class": ctx.forget_class, "seed": ctx.seed, "attack": params["name"],
-                   "attack_params": params, **res, "audit_wall_s": round(timer.wall_s, 3),
-                   "audit_device_s": round(timer.device_s, 3), "device": device_name(ctx.device),
-                   "torch": torch.__version__}
-            append_record(records_path, rec, replace=overwrite)
-        log.info("%s: %s", role, ", ".join(f"{r['score']} AUC {r['auc']:.3f}" for r in results))
-    records = [r for r in read_records(records_path) if r["key"] in wanted]
-    _print_mia(records)
-    return records
-
-
-def _print_mia(records: list[dict]) -> None:
-    import pandas as pd
-
-    if not records:
-        return
-    df = pd.DataFrame(records)
-    df["col"] = df["role"].where(df["role"] != "unlearned", "unlearned:" + df["method"])
-    print(df.pivot_table(index="score", columns="col", values="auc", aggfunc="first").round(3).to_string())
+            results = audit.run(model)
+        for res in (r for r in results if keys[r["score"]] not in have):
+            rec = AuditPoint(key=keys[res["score"]], run_id=run_id, study=cfg.get("study"), dataset=ctx.ds.name,
+                             data_fingerprint=ctx.ds.fingerprint, model=ctx.arch_name, model_key=prov["key"],
+                             model_code_version=prov.get("code_version"), role=role, forget_class=ctx.forget_class,
+                             method=ctx.method_label if role == "unlearned" else role, seed=ctx.seed,
+                             attack=params["name"], attack_params=params, **res, audit_wall_s=round(timer.wall_s, 3),
+                             audit_device_s=round(timer.device_s, 3), device=device_name(ctx.device))
+            append_record(records_path, rec.to_dict(), replace=overwrite)
+        log.info("%s: %s", role, ", ".join(f"{r['score']} AUC {r['metrics']['auc']:.3f}" for r in results))
+    return [r for r in read_records(records_path) if r["key"] in wanted]

@@ -20,6 +20,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from unlearn.diffusion import sampler_label
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_error
 
@@ -160,8 +161,6 @@ def sampler_name(record: dict, with_eta: bool = True) -> str:
     """A record's evaluation sampler as a label: DDIM-25, DDPM-1000 (1000 steps, eta 1), ... no-clip. Records
     made before the clip switch existed have no "clip" field: they were clipped. with_eta=False leaves eta out
     (sampler probes name it in their setting)."""
-    from unlearn.diffusion import sampler_label
-
     s = record["sampler"]
     return sampler_label(int(s["steps"]), float(s["eta"]) if with_eta else 0.0, s.get("clip", True) is not False,
                          s.get("variance", "ddim"))

@@ -25,9 +25,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluation.curves import plot_robustness
 from evaluation.plots import plot_ra_curve
 from evaluation.records import COMMITTED, read_all, sampler_name
+from evaluation.summary import (
+    attack_frame,
+    format_ci,
+    ledger,
+    method_comparison,
+    mia_table,
+    ra_budget_table,
+    sampler_comparison,
+    sampler_table,
+    scalar_table,
+)
 from evaluation.tables import ra_table
+from evaluation.unlearning_table import _variant_names, unlearning_table
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_text
 
@@ -54,7 +67,6 @@ HEADLINE_COLUMNS = ["UA", "noise", "other class", "retained RA", "FID retained",
 def headline_unlearning(records: list[dict]) -> str:
     """Each method's default run, mean +- std over its forgotten classes, at the (dataset, w, sampler) most
     class-accuracy records share; every variant and guidance weight is in report/unlearning.md."""
-    from evaluation.unlearning_table import unlearning_table
 
     recs = [r for r in records if r.get("kind") == "class_accuracy" and "fid_retained" in r]
     if not recs:
@@ -70,7 +82,6 @@ def headline_unlearning(records: list[dict]) -> str:
 def _method_pairs(atk: list[dict], frame: pd.DataFrame):
     """(first, other, method_comparison) for SAFEMax (or the first method by name) against each other unlearned
     method of these attack records, where the comparison has rows."""
-    from evaluation.summary import method_comparison
 
     methods = sorted({r["method"] for r in atk if r["role"] == "unlearned"}, key=lambda m: (m != "safemax", m))
     for other in methods[1:]:
@@ -82,7 +93,6 @@ def _method_pairs(atk: list[dict], frame: pd.DataFrame):
 def headline_suite(records: list[dict]) -> str:
     """SAFEMax against each other method, paired by (class, seed) unit, in every study that attacked both: the
     attack settings run on every unit of the study, at budgets above 0 (full tables in the study's page)."""
-    from evaluation.summary import attack_frame
 
     out = []
     for study in sorted({r["study"] for r in records if r.get("study") and r.get("kind") == "attack"}):
@@ -130,7 +140,6 @@ def unlearning_section(records: list[dict]) -> str:
     def where(r):  # the original model's record that a row is compared with
         return (r["dataset"], r.get("model"), r["guidance_w"], sampler_name(r), r["forget_class"], r.get("seed"))
 
-    from evaluation.unlearning_table import _variant_names
 
     orig = {where(r): r["retained_mean_ra"] for r in recs if r["method"] == "original"}
     names = _variant_names(recs)  # a run with non-default args is named by them: "salun (lr=0.001)"
@@ -153,7 +162,7 @@ def unlearning_section(records: list[dict]) -> str:
     return (f"{len(rows)} checkpoints, {recs[0]['n_per_class']} samples per class, judge {recs[0]['judge_id']} "
             f"(test accuracy {recs[0]['judge_test_accuracy']}). Device: {_devices(recs)}.\n\n" + _md(df)
             + "\n\nReproduce: `python -m evaluation.classes --multirun unlearned=safemax,safemax_forget_only,oracle` "
-            "(add `method.args.lr=...` / `method.args.steps=...` for the sweep rows).")
+            "(add `unlearned.args.lr=...` / `unlearned.args.steps=...` for the sweep rows).")
 
 
 def _arg(r: dict, name: str):
@@ -204,7 +213,6 @@ def attack_section(records: list[dict], fig_dir: Path) -> str:
 
 
 def _fmt(t: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    from evaluation.summary import format_ci
 
     t = format_ci(t, digits)
     return t.apply(lambda c: c.map(lambda v: f"{v:.{digits}g}" if isinstance(v, float) else v))
@@ -223,73 +231,12 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     """A named study (attack records tagged `study`): robustness figure, scalar summaries with bootstrap CIs
     over (class, seed) units, RA per budget, SAFEMax against each other method paired by unit, sampler probes,
     membership inference, and the cost ledger."""
-    from evaluation.curves import plot_robustness
-    from evaluation.summary import (
-        attack_frame,
-        ledger,
-        mia_table,
-        ra_budget_table,
-        sampler_table,
-        scalar_table,
-    )
-
     recs = [r for r in records if r.get("study") == study]
     atk = [r for r in recs if r.get("kind") == "attack"]
     mia = [r for r in recs if r.get("kind") == "mia"]
     if not atk and not mia:
         return f"_No records of study {study} yet._"
-    out = []
-    if atk:
-        scored = [r for r in atk if r["attack"] != "sampler"] or atk  # sampler probes pick their own sampler and w
-        u = scored[0]
-        units = sorted({(r["forget_class"], r["seed"]) for r in atk})
-        out.append(f"Dataset {u['dataset']}, model {u['model']}; forget classes {sorted({c for c, _ in units})}, "
-                   f"seeds {sorted({s for _, s in units})} ({len(units)} units); methods "
-                   f"{', '.join(sorted({r['method'] for r in atk if r['role'] == 'unlearned'}))}; N = "
-                   f"{', '.join(map(str, sorted({r['n'] for r in atk})))} samples per point, "
-                   f"{', '.join(sorted({sampler_name(r) for r in scored}))}, "
-                   f"w = {', '.join(sorted({str(r['guidance_w']) for r in scored}))}; judge {u['judge_id']} "
-                   f"(test accuracy {u['judge_test_accuracy']}). "
-                   f"Means over units with 95% bootstrap CIs (units resampled). Device: {_devices(atk)}; torch "
-                   f"{', '.join(sorted({r['torch'] for r in atk}))}. "
-                   f"Code {', '.join(sorted({r['code_version'] for r in atk}))}.")
-        name = f"{study}_robustness.png"
-        plot_robustness(atk, fig_dir / name, title=f"{study}: RA of the forgotten class vs attack budget")
-        out.append(f"![robustness curves](report/{name})")
-        frame = attack_frame(atk)  # flattened once, shared by every table below
-        sc = scalar_table(frame)
-        if not sc.empty:
-            sc["b50_sample_grads"] = sc.apply(lambda r: _b50_grads(frame, r), axis=1)
-            out.append("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
-                       "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
-                       "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget):\n\n"
-                       + _md(_fmt(sc.drop(columns=["b_max"])).set_index("method")))
-        rb = ra_budget_table(frame)
-        if not rb.empty:
-            out.append("**RA per budget** (mean over units [95% CI]; ER = unlearned minus oracle, same attack and "
-                       "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
-                       "models' mean FID of c_f samples vs real c_f images on judge features):\n\n"
-                       + _md(_fmt(rb).set_index("attack")))
-        for first, other, mc in _method_pairs(atk, frame):
-            out.append(f"**{first} against {other}, paired by unit** (mean ER of each over the units where "
-                       f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; "
-                       f"negative: {first} recovers less than {other}, relative to the oracle, at that "
-                       "budget):\n\n" + _md(_fmt(mc).set_index("attack")))
-        st = sampler_table(frame)
-        if not st.empty:
-            out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "
-                       "noise detector accepts as digits; hit_any_m: the probability that m samples (seeds) hold at "
-                       "least one c_f, i.e. best-of-m, from the N evaluated):\n\n"
-                       + _md(_fmt(st).set_index("role")))
-        led = ledger(atk)
-        fig_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(fig_dir / f"{study}_ledger.csv", "--report") as tmp:
-            led.to_csv(tmp)
-        fam = led.groupby("attack")[["attack_wall_s", "attack_device_s", "eval_wall_s", "eval_device_s",
-                                     "points"]].sum().round(1)
-        out.append(f"**Cost ledger** (seconds; attack cost and evaluation cost apart; one row per run in "
-                   f"[report/{study}_ledger.csv](report/{study}_ledger.csv) with device and torch version):\n\n"
-                   + _md(fam))
+    out = [*_attack_blocks(atk, study, fig_dir)] if atk else []
     if mia:
         mt = mia_table(mia)
         out.append("**Membership inference audit** (members: the forget class's training images; non-members: its "
@@ -302,10 +249,69 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
     return "\n\n".join(out)
 
 
+def _study_intro(atk: list[dict]) -> str:
+    scored = [r for r in atk if r["attack"] != "sampler"] or atk  # sampler probes pick their own sampler and w
+    u = scored[0]
+    units = sorted({(r["forget_class"], r["seed"]) for r in atk})
+    return (f"Dataset {u['dataset']}, model {u['model']}; forget classes {sorted({c for c, _ in units})}, "
+            f"seeds {sorted({s for _, s in units})} ({len(units)} units); methods "
+            f"{', '.join(sorted({r['method'] for r in atk if r['role'] == 'unlearned'}))}; N = "
+            f"{', '.join(map(str, sorted({r['n'] for r in atk})))} samples per point, "
+            f"{', '.join(sorted({sampler_name(r) for r in scored}))}, "
+            f"w = {', '.join(sorted({str(r['guidance_w']) for r in scored}))}; judge {u['judge_id']} "
+            f"(test accuracy {u['judge_test_accuracy']}). "
+            f"Means over units with 95% bootstrap CIs (units resampled). Device: {_devices(atk)}; torch "
+            f"{', '.join(sorted({r['torch'] for r in atk}))}. "
+            f"Code {', '.join(sorted({r['code_version'] for r in atk}))}.")
+
+
+def _attack_blocks(atk: list[dict], study: str, fig_dir: Path) -> list[str]:
+    """The study's attack part: intro, figure, summary, RA per budget, method pairs, sampler probes, ledger."""
+    name = f"{study}_robustness.png"
+    plot_robustness(atk, fig_dir / name, title=f"{study}: RA of the forgotten class vs attack budget")
+    out = [_study_intro(atk), f"![robustness curves](report/{name})"]
+    frame = attack_frame(atk)  # flattened once, shared by every table below
+    sc = scalar_table(frame)
+    if not sc.empty:
+        sc["b50_sample_grads"] = sc.apply(lambda r: _b50_grads(frame, r), axis=1)
+        out.append("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
+                   "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
+                   "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget):\n\n"
+                   + _md(_fmt(sc.drop(columns=["b_max"])).set_index("method")))
+    rb = ra_budget_table(frame)
+    if not rb.empty:
+        out.append("**RA per budget** (mean over units [95% CI]; ER = unlearned minus oracle, same attack and "
+                   "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
+                   "models' mean FID of c_f samples vs real c_f images on judge features):\n\n"
+                   + _md(_fmt(rb).set_index("attack")))
+    for first, other, mc in _method_pairs(atk, frame):
+        out.append(f"**{first} against {other}, paired by unit** (mean ER of each over the units where "
+                   f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; "
+                   f"negative: {first} recovers less than {other}, relative to the oracle, at that "
+                   "budget):\n\n" + _md(_fmt(mc).set_index("attack")))
+    st = sampler_table(frame)
+    if not st.empty:
+        out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "
+                   "noise detector accepts as digits; hit_any_m: the probability that m samples (seeds) hold at "
+                   "least one c_f, i.e. best-of-m, from the N evaluated):\n\n"
+                   + _md(_fmt(st).set_index("role")))
+    return [*out, _ledger_block(atk, study, fig_dir)]
+
+
+def _ledger_block(atk: list[dict], study: str, fig_dir: Path) -> str:
+    led = ledger(atk)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(fig_dir / f"{study}_ledger.csv", "--report") as tmp:
+        led.to_csv(tmp)
+    fam = led.groupby("attack")[["attack_wall_s", "attack_device_s", "eval_wall_s", "eval_device_s",
+                                 "points"]].sum().round(1)
+    return (f"**Cost ledger** (seconds; attack cost and evaluation cost apart; one row per run in "
+            f"[report/{study}_ledger.csv](report/{study}_ledger.csv) with device and torch version):\n\n" + _md(fam))
+
+
 def sampler_section(records: list[dict]) -> str:
     """Relearning in named studies scored under other evaluation samplers than the defender's DDIM-25,
     paired unit by unit with the DDIM-25 study of the same dataset and model (REPORT finding 8)."""
-    from evaluation.summary import attack_frame, sampler_comparison
 
     atk = [r for r in records if r.get("kind") == "attack" and r.get("study") and r["attack"] == "relearn"]
     out = []
@@ -337,7 +343,6 @@ def _b50_grads(frame: pd.DataFrame, row) -> float:
 
 
 def table_section(records: list[dict]) -> str:
-    from evaluation.unlearning_table import unlearning_table
 
     recs = [r for r in records if r.get("kind") == "class_accuracy" and "fid_retained" in r]
     if not recs:

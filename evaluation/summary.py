@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from attacks.registry import traits
 from evaluation.records import sampler_name
 from evaluation.tables import score_on_data
 from unlearn.errors import UserError
@@ -58,7 +59,7 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
     # `scoring` names it, and where a frame holds several, each setting is tagged " @<scoring>". Sampler probes
     # pick w and eta themselves (their setting names both), so for them only the rest of the sampler counts.
     df["sampler"] = [sampler_name(r) for r in recs]
-    probe = (df["attack"] == "sampler").to_numpy()
+    probe = ~_is_curve(df).to_numpy()
     many_w = df.loc[~probe, "guidance_w"].nunique() > 1
     df["scoring"] = [sampler_name(r, with_eta=False) if p else s + (f" w={r['guidance_w']:g}" if many_w else "")
                      for r, p, s in zip(recs, probe, df["sampler"])]
@@ -66,9 +67,8 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
         if df.loc[part, "scoring"].nunique() > 1:
             df.loc[part, "setting"] = df.loc[part, "setting"] + " @" + df.loc[part, "scoring"]
     # Budget 0 is the untouched model under the defender's sampler, except where the attack changes the model
-    # or the sampler before its first step: sampler probes, and embedding inversion from another row.
-    init = df["attack_params_init"] if "attack_params_init" in df else pd.Series(np.nan, index=df.index)
-    df["unattacked"] = (df["attack"] != "sampler") & ~((df["attack"] == "embedding") & (init != "forgotten"))
+    # or the sampler before its first step (each attack declares it: sampler probes, embedding from another row)
+    df["unattacked"] = [traits(r["attack"]).untouched_at_zero(r.get("attack_params") or {}) for r in recs]
     return df
 
 
@@ -87,6 +87,11 @@ def _disambiguate(recs: list[dict], setting: pd.Series) -> pd.Series:
         for i in idx:
             out.iloc[i] = label + " " + " ".join(f"{k}={params[i].get(k)}" for k in differ)
     return out
+
+
+def _is_curve(df: pd.DataFrame) -> pd.Series:
+    """Rows of attacks whose points form a budget curve (declared by each attack: attacks.common.Traits)."""
+    return df["attack"].map(lambda a: traits(a).curve).astype(bool)
 
 
 def _frame(data) -> pd.DataFrame:
@@ -132,7 +137,7 @@ def _at_zero(ref: pd.DataFrame, on: pd.DataFrame, keys: list[str]) -> np.ndarray
     exact = mean_over(keys)
     loose = [k for k in keys if k not in ("attack", "setting")]
     fallback = mean_over(loose)
-    probe = on["attack"].to_numpy() == "sampler"
+    probe = ~_is_curve(on).to_numpy()
     if probe.any() and "scoring" in loose:
         fallback = np.where(probe, mean_over([k for k in loose if k != "scoring"]), fallback)
     return np.where(np.isnan(exact), fallback, exact)
@@ -205,7 +210,7 @@ def _guard_ok(rows: pd.DataFrame, keys: list[str]) -> np.ndarray:
 def guard_false_alarm(n: int, p: float = 0.9, rel: float = GUARD_REL) -> float:
     """P(a model whose true retained RA is p, unchanged by the attack, fails the guard) with n guard samples at
     budget 0 and n after: P(K_B < rel * K_0), K_0, K_B ~ Binomial(n, p) independent (exact)."""
-    from scipy.stats import binom
+    from scipy.stats import binom  # heavy (about 1.4 s to import), and only the guard check needs it
 
     k = np.arange(n + 1)
     return float(sum(binom.pmf(a, n, p) * binom.cdf(math.ceil(rel * a - 1e-9) - 1, n, p) for a in k))
@@ -350,7 +355,7 @@ def scalar_table(df, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     budget of the group; units without it are left out). A family with several settings adds a row with
     setting "worst case", computed from the envelope. Sampler probes (no budget axis) are in sampler_table."""
     c = _curves(df)
-    c = c[c["attack"] != "sampler"]
+    c = c[_is_curve(c)]
     rows = _scalar_rows(c, ["method", "attack", "setting", "n"], n_boot, seed)
     several = c.groupby(["method", "attack", "n"])["setting"].transform("nunique") > 1
     if several.any():
@@ -382,7 +387,7 @@ def sampler_table(df, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     over units and the mean hit_any_1/10/100 (best-of-m). A unit holding several points counts its max.
     Empty if there are no sampler records."""
     d = _frame(df)
-    d = d[d["attack"] == "sampler"]
+    d = d[~_is_curve(d)]
     if d.empty:
         return pd.DataFrame()
     _one_dataset(d)
@@ -453,7 +458,7 @@ def ra_budget_table(data, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     as mean over (class, seed) units with a bootstrap CI, each method's ER (excess over the oracle, CI over
     units), and the guards: the lowest retained-class RA and the mean c_f FID of any attacked model there."""
     df = _frame(data)
-    df = df[df["attack"] != "sampler"]
+    df = df[_is_curve(df)]
     if df.empty:
         return pd.DataFrame()
     _one_dataset(df)
@@ -486,7 +491,7 @@ def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed
     unit, with bootstrap CIs over those units. Curves are built per sampler, so an oracle point is only ever
     compared with an unlearned point scored by the same sampler."""
     df = _frame(data)
-    df = df[df["attack"] != "sampler"]
+    df = df[_is_curve(df)]
     key = ["attack", "setting", "method", "forget_class", "seed", "n", "w", "steps"]
     curves = []
     for s in (baseline, other):
@@ -520,7 +525,7 @@ def method_comparison(data, a: str, b: str, n_boot: int = 2000, seed: int = 0) -
     is NaN, never zero); `units` counts the pairs that remain. Negative diff: a recovers less than b (relative to
     the oracle) at that budget."""
     df = _frame(data)
-    df = df[df["attack"] != "sampler"]
+    df = df[_is_curve(df)]
     if df.empty or not {a, b} <= set(df.loc[df["role"] == "unlearned", "method"]):
         return pd.DataFrame()
     c = curve_table(df)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import evaluation.entry  # noqa: F401 - registers the attack entry configs (relearn, finetune, ...) with Hydra
 from unlearn.model import Arch
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -18,7 +19,7 @@ TINY = [
     "model.arch.block_out_channels=[8,16]", "model.arch.norm_num_groups=4", "model.train.steps=15",
     "model.train.batch_size=32", "judge.recipe.epochs=2", "sampler.steps=3",
 ]
-TINY_METHOD = ["method.args.steps=3", "method.args.batch_size=8", "method.args.retain_batch_size=8"]
+TINY_METHOD = ["unlearned.args.steps=3", "unlearned.args.batch_size=8", "unlearned.args.retain_batch_size=8"]
 TINY_ATTACK = ["attack.budgets=[0,2]", "eval.n=16"]
 # the same tiny UNet for tests that build a model directly (no attention: fast and deterministic on CPU)
 TINY_ARCH = Arch(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),

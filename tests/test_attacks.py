@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from attacks import embedding, finetune, mia, relearn, sampler
+from attacks import embedding, finetune, mia, relearn
 from attacks.lora import add_lora
+from evaluation.entry import run
 from evaluation.records import read_records
+from evaluation.schema import parse
 from tests.conftest import TINY, TINY_ARCH, TINY_ATTACK, TINY_METHOD, compose_cfg
 from unlearn.data import load_digits_dataset
 from unlearn.diffusion import Schedule, eps_loss
@@ -24,7 +26,8 @@ def _paths(tiny_root, tmp_path):
 def _check(records, n_roles=3, n_budgets=2, attack=None):
     assert len(records) == n_roles * n_budgets
     for r in records:
-        assert r["kind"] == "attack" and r["attack"] == attack and r["setting"]
+        assert r["kind"] == "attack" and r["attack"] == attack and r["setting"] and r["schema"] == 2
+        assert parse(r).to_dict() == r  # written through its kind
         assert 0 <= r["ra_ci_low"] <= r["ra"] <= r["ra_ci_high"] <= 1
         assert {"steps", "sample_gradients", "nfe", "wall_s", "device_s"} <= set(r["budget"])
         assert 0 <= r["guard"]["retained_ra"] <= 1 and np.isfinite(r["guard"]["fid_cf"])
@@ -42,7 +45,7 @@ def _check(records, n_roles=3, n_budgets=2, attack=None):
 def test_training_attacks_write_records(job, overrides, attack, tiny_root, tmp_path):
     name = job.__name__.split(".")[-1]
     cfg = compose_cfg(name, [*TINY, *TINY_METHOD, *TINY_ATTACK, *overrides, *_paths(tiny_root, tmp_path)])
-    by = _check(job.run(cfg), attack=attack)
+    by = _check(run(cfg), attack=attack)
     b = by[("unlearned", 2)]["budget"]
     prior_sg, prior_nfe = b.get("prior_sample_gradients", 0), b.get("prior_nfe", 0)
     assert b["steps"] == 2 and b["sample_gradients"] - prior_sg == 2 * cfg.attack.batch_size and b["wall_s"] > 0
@@ -58,7 +61,7 @@ def test_training_attacks_write_records(job, overrides, attack, tiny_root, tmp_p
 def test_sampler_probes_record_each_setting(tiny_root, tmp_path):
     cfg = compose_cfg("sampler", [*TINY, *TINY_METHOD, "eval.n=16", "attack.guidance_w=[0,4]", "attack.eta=[1]",
                                   *_paths(tiny_root, tmp_path)])
-    records = sampler.run(cfg)
+    records = run(cfg)
     assert len(records) == 2 * 3
     for r in records:
         w = r["attack_params"]["guidance_w"]
@@ -80,7 +83,7 @@ def test_best_of_m_is_exact():
 
 def test_mia_job_records_every_score_per_role(tiny_root, tmp_path):
     cfg = compose_cfg("mia", [*TINY, *TINY_METHOD, "attack.t=[100]", "attack.draws=1", *_paths(tiny_root, tmp_path)])
-    records = mia.run(cfg)
+    records = run(cfg)
     assert {r["score"] for r in records} == {f"{s} {y}" for s in ("loss t=100", "pia", "secmi")
                                              for y in ("cond", "null")}
     assert len(records) == 6 * 3 and {r["role"] for r in records} == {"unlearned", "original", "oracle"}
@@ -95,7 +98,7 @@ def test_mia_job_records_every_score_per_role(tiny_root, tmp_path):
     x = ctx.ds.x_train[:8]
     exact = mia.secmi_score(ctx.load(folder, fp32=True), ctx.schedule, x, 0)
     assert not np.allclose(mia.secmi_score(ctx.load(folder), ctx.schedule, x, 0), exact, rtol=1e-6, atol=0)
-    again = mia.run(cfg)  # resumes: nothing recomputed, nothing duplicated
+    again = run(cfg)  # resumes: nothing recomputed, nothing duplicated
     assert {r["key"] for r in again} == {r["key"] for r in records}
     assert len(read_records(tmp_path / "results" / "records.jsonl")) == 18
 
@@ -230,7 +233,7 @@ def test_mia_rejects_a_secmi_grid_that_skips_t_sec(tiny_root, tmp_path):
 
     cfg = compose_cfg("mia", [*TINY, *TINY_METHOD, "attack.secmi_k=30", *_paths(tiny_root, tmp_path)])
     with pytest.raises(UserError, match="multiple of secmi_k"):
-        mia.run(cfg)
+        run(cfg)
 
 
 def test_a_resumed_role_replays_the_same_attack(tiny_root, tmp_path):
@@ -238,11 +241,11 @@ def test_a_resumed_role_replays_the_same_attack(tiny_root, tmp_path):
     (LoRA adapters included) and comes out identical."""
     cfg = compose_cfg("relearn", [*TINY, *TINY_METHOD, *TINY_ATTACK, "attack=relearn_lora", "attack.budgets=[0,2]",
                                   *_paths(tiny_root, tmp_path)])
-    first = relearn.run(cfg)
+    first = run(cfg)
     path = tmp_path / "results" / "records.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]))  # the run died before its last point was written
-    second = {r["key"]: r for r in relearn.run(cfg)}
+    second = {r["key"]: r for r in run(cfg)}
     lost = next(r for r in first if r["key"] not in {json.loads(ln)["key"] for ln in lines[:-1]})
     again = second[lost["key"]]
     for field in ("ra", "mean_p", "entropy", "guard", "hit_any"):
@@ -257,7 +260,7 @@ def test_budget_zero_is_the_untouched_model_in_every_training_attack(tiny_root, 
     for job, extra in [(relearn, []), (relearn, ["attack=relearn_lora"]), (finetune, []), (embedding, [])]:
         cfg = compose_cfg(job.__name__.split(".")[-1], [*TINY, *TINY_METHOD, *TINY_ATTACK, "attack.budgets=[0]", *extra,
                                                          *_paths(tiny_root, tmp_path)])
-        for r in job.run(cfg):
+        for r in run(cfg):
             got.setdefault(r["role"], set()).add((r["ra"], r["mean_p"], r["entropy"]))
     assert set(got) == {"unlearned", "original", "oracle"}
     assert all(len(v) == 1 for v in got.values()), got

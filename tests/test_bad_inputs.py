@@ -1,23 +1,30 @@
 """The bad-input catalogue (README, "Bad input"): every entry run through the real command line.
 
-Each case must give: a non-zero exit, exactly one line on stderr that names the fix, and nothing half-done
-left behind (no torn record line, no temporary file or folder, no artifact without its provenance).
+Each case runs in-process through the module's own `python -m` code (runpy, the same CLI function: argv, exit
+code and stderr as a shell sees them), so the catalogue costs no interpreter start-ups; a handful (SUBPROCESS)
+also run as real subprocesses, as do the signal and full-disk tests. Each case must give: a non-zero exit,
+exactly one line on stderr that names the fix, and nothing half-done left behind (no torn record line, no
+temporary file or folder, no artifact without its provenance).
 A meta-test checks that every row of the README's catalogue has a case here.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import re
 import resource
+import runpy
 import signal
 import struct
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,8 +186,8 @@ class Case:
 
 CASES: dict[str, Case] = {
     "unknown-method": Case(["unlearned=foo"], r"Could not find 'unlearned/foo'.*Available options.*safemax"),
-    "unknown-hyperparameter": Case(["method=safemax", "+method.args.lamda=2"], r"no hyperparameter lamda; valid: .*lam",
-                                   entry="unlearn.run"),
+    "unknown-hyperparameter": Case(["unlearned=safemax", "+unlearned.args.lamda=2"],
+                                   r"no hyperparameter lamda; valid: .*lam", entry="unlearn.run"),
     "unknown-attack": Case(["attack=foo"], r"Could not find 'attack/foo'.*relearn_lora"),
     "unknown-dataset": Case(["data=cifar100"], r"Could not find 'data/cifar100'.*cifar10"),
     "unknown-key": Case(["attack.kk=3"], r"Could not override 'attack.kk'"),
@@ -220,8 +227,8 @@ CASES: dict[str, Case] = {
     "bad-reference": Case(["references=[salun]"], r"references may only name original, oracle"),
     "no-cuda": Case(["device=cuda"], r"CUDA is not available; use device=auto or device=cpu",
                     skip_if=torch.cuda.is_available()),
-    "unlearning-diverges": Case(["method=ga", "method.args.lr=1e30", *TINY, *TINY_METHOD],
-                                r"method ga diverged .*lower method.args.lr and rerun \(nothing was saved\)",
+    "unlearning-diverges": Case(["unlearned=ga", "unlearned.args.lr=1e30", *TINY, *TINY_METHOD],
+                                r"method ga diverged .*lower unlearned.args.lr and rerun \(nothing was saved\)",
                                 entry="unlearn.run", builds=True),
     "attack-diverges": Case([*TINY_ALL, "attack.lr=1e30"], r"the loss became NaN or inf before step 2; lower attack.lr",
                             builds=True),
@@ -249,6 +256,30 @@ def _run(entry: str, args: list[str], cwd: Path, env_root: Path, preexec=None) -
                           text=True, timeout=600, preexec_fn=preexec)
 
 
+# cases also run as a real subprocess: a Hydra composition error, a UserError from a check, a hostile pickle
+SUBPROCESS = ("unknown-method", "attack-diverges", "cifar-code-in-pickle", "malformed-records")
+
+
+def _run_here(entry: str, args: list[str], cwd: Path, env_root: Path, monkeypatch) -> subprocess.CompletedProcess:
+    """`python -m entry args` in this process: the module's __main__ code with this argv, folder and environment;
+    returns what a shell would see (exit code, stdout, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("UNLEARN_ARTIFACTS", str(env_root / "artifacts"))
+    monkeypatch.setenv("UNLEARN_RESULTS", str(env_root / "results"))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", ""))  # restored after the test
+    monkeypatch.setattr(sys, "argv", [entry, *args])
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+        # runpy's note that the module is already imported here (a fresh interpreter would not print it)
+        warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
+                                category=RuntimeWarning)
+        try:
+            runpy.run_module(entry, run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess([entry, *args], code, out.getvalue(), err.getvalue())
+
+
 def _assert_clean(root: Path) -> None:
     """No half-done output: temporary files/folders, artifact folders without provenance, torn record lines."""
     assert not [p for p in root.rglob("*") if ".tmp" in p.name], list(root.rglob("*.tmp*"))
@@ -274,14 +305,15 @@ def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bad_inputs_shared")
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_gets_one_line_and_nonzero_exit(name, tmp_path, shared):
+@pytest.mark.parametrize("name, process", [(n, False) for n in sorted(CASES)] + [(n, True) for n in SUBPROCESS])
+def test_bad_input_gets_one_line_and_nonzero_exit(name, process, tmp_path, shared, monkeypatch):
     case = CASES[name]
     if case.skip_if:
         pytest.skip("CUDA is available here")
     args = [*case.args, *(case.setup(tmp_path) if case.setup else [])]
     env_root = shared if case.builds else tmp_path
-    res = _run(case.entry, args, tmp_path, env_root)
+    res = (_run(case.entry, args, tmp_path, env_root) if process
+           else _run_here(case.entry, args, tmp_path, env_root, monkeypatch))
     assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
     line = _one_error_line(res)
     assert re.search(case.expect, line), line

@@ -7,28 +7,32 @@ from tests.conftest import CONFIGS, compose_cfg
 from unlearn.errors import UserError
 from unlearn.pipeline import check_method_args
 
-METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 UNLEARNED = sorted(p.stem for p in (CONFIGS / "unlearned").glob("*.yaml"))
+METHODS = UNLEARNED  # one group: every method (and the references) is an unlearned=<name>
 DATA = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 
 
-def test_every_unlearned_has_a_method():
-    assert set(UNLEARNED) <= set(METHODS)
+def test_every_unlearned_config_is_a_registered_method_or_reference():
+    from unlearn.methods import METHODS as REGISTRY
+    from unlearn.methods import REFERENCES
+
+    assert set(UNLEARNED) == set(REGISTRY) | set(REFERENCES)
 
 
 @pytest.mark.parametrize("unlearned", UNLEARNED)
 @pytest.mark.parametrize("entry", ["relearn", "classes"])
 def test_attack_entry_composes(entry, unlearned):
     cfg = compose_cfg(entry, [f"unlearned={unlearned}"])
-    assert cfg.unlearned.name == unlearned == cfg.method.label
-    check_method_args(cfg.method.name, dict(cfg.method.args))
+    assert cfg.unlearned.name == unlearned and "method" not in cfg
+    check_method_args(cfg.unlearned.name, dict(cfg.unlearned.args))
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_unlearn_entry_composes(method):
-    cfg = compose_cfg("unlearn", [f"method={method}"])
-    check_method_args(cfg.method.name, dict(cfg.method.args))
+    cfg = compose_cfg("unlearn", [f"unlearned={method}"])
+    assert cfg.unlearned.name == method  # one name: file = registry key = label
+    check_method_args(cfg.unlearned.name, dict(cfg.unlearned.args))
 
 
 @pytest.mark.parametrize("data", DATA)
@@ -48,9 +52,9 @@ def test_unknown_names_fail_at_compose():
 
 
 def test_misspelled_hyperparameter_fails_at_start_up():
-    cfg = compose_cfg("unlearn", ["method=safemax", "+method.args.lamda=2"])
+    cfg = compose_cfg("unlearn", ["unlearned=safemax", "+unlearned.args.lamda=2"])
     with pytest.raises(UserError, match="no hyperparameter lamda; valid: .*lam"):
-        check_method_args(cfg.method.name, dict(cfg.method.args))
+        check_method_args(cfg.unlearned.name, dict(cfg.unlearned.args))
     with pytest.raises(UserError, match="unknown method 'salunn'"):
         check_method_args("salunn", {})
 
@@ -80,7 +84,7 @@ def test_slurm_preset_switches_the_launcher_with_its_knobs():
 def test_sampler_options_and_keys():
     """sampler=ddpm is 1000 steps at eta 1 with clipping; the clip switch enters a point's key only when off,
     so every key made before the switch existed is unchanged."""
-    from evaluation.harness import SamplerSpec
+    from unlearn.sampling import SamplerSpec
 
     ddim = SamplerSpec.from_cfg(compose_cfg("relearn", []).sampler)
     assert ddim.key() == {"steps": 25, "eta": 0.0, "guidance_w": 1.0, "batch_size": 1000}  # the pre-switch key
@@ -96,8 +100,8 @@ def test_sampler_options_and_keys():
 def test_testbed_samplers_as_named_options():
     """sampler=testbed_ddim: its generalized_steps_conditional as sample.py runs it (eta 1, 1000 steps, no clipping)
     is the same sampler as sampler=ddpm sampler.clip=false (same key); sampler=testbed_ddpm has sigma^2 = beta_t."""
-    from evaluation.harness import SamplerSpec
     from evaluation.records import sampler_name
+    from unlearn.sampling import SamplerSpec
 
     tb = SamplerSpec.from_cfg(compose_cfg("relearn", ["sampler=testbed_ddim"]).sampler)
     assert tb.key() == SamplerSpec.from_cfg(compose_cfg("relearn",

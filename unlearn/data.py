@@ -82,7 +82,7 @@ def _split(name: str, images: np.ndarray, labels: np.ndarray, test_fraction: flo
 
 
 def load_digits_dataset(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn is imported only when its data set is asked for
 
     d = load_digits()
     images = d.images[:, None] / 8.0 - 1.0  # 0..16 -> [-1, 1]

@@ -16,6 +16,12 @@ import os
 import re
 import sys
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 
 class UserError(Exception):
     """Raised with a one-line message that names the fix."""
@@ -34,8 +40,6 @@ def _type_error(e: Exception, cfg) -> UserError | None:
     m = _LITERAL.search(str(e))
     if not m:
         return None
-    from omegaconf import OmegaConf
-
     def walk(node, prefix):
         if isinstance(node, dict):
             for k, v in node.items():
@@ -80,9 +84,6 @@ def exit_on_user_error(fn):
 
 def _multirun() -> bool:
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:  # noqa: BLE001 - outside Hydra
         return False
@@ -90,9 +91,6 @@ def _multirun() -> bool:
 
 def cli(main) -> None:
     """Run a @hydra.main function as a command: see the module docstring."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; we print one line
     try:
         main()

@@ -1,7 +1,8 @@
-"""Registry of unlearning methods: key = file name = configs/method/<key>.yaml `name`.
+"""Registry of unlearning methods: key = configs/unlearned/<key>.yaml (its `name`) = the label records carry.
 
 To add a method: write unlearn/<name>.py with `def <name>(model, data, *, <hyperparameters>, generator)`,
-add one line here, add configs/method/<name>.yaml (`label`, `name`, `args`) and configs/unlearned/<name>.yaml.
+add one line here and configs/unlearned/<name>.yaml (`name`, `args`). A variant (other default args) is a config
+that extends its method's (`defaults: [<method>, _self_]`) and one line here naming the same function.
 """
 
 from unlearn.ga import ga
@@ -16,6 +17,8 @@ METHODS = {
     "sa": sa,
     "ga": ga,
     "rl": rl,
+    "safemax_forget_only": safemax,  # the paper's objective: beta = 0 (configs/unlearned/safemax_forget_only.yaml)
+    "salun_random_anchor": salun,    # ablation: random anchor, frozen target
 }
 
 # Not unlearning methods, but selectable wherever a method is: the base model itself and the

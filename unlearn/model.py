@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import time
@@ -11,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from unlearn.errors import UserError
 
@@ -31,7 +34,7 @@ class Arch:
 
 def build_unet(arch: Arch, image_shape: tuple[int, int, int], num_classes: int):
     """UNet2DModel with num_class_embeds = K + 1: row K is the null class used by CFG."""
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DModel  # heavy (about 5 s to import): only where a UNet is built or loaded
 
     c, h, w = image_shape
     if h != w:
@@ -100,11 +103,7 @@ def load_unet(folder: Path, device="cpu", expect: tuple[tuple[int, int, int], in
     Built from the config, then the weights are checked name by name and shape by shape before they are
     copied in, so a truncated, corrupt or mismatched file is one clear error. `expect` =
     (image shape, number of classes): a checkpoint made for other data is refused."""
-    import json
-
-    from diffusers import UNet2DModel
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from diffusers import UNet2DModel  # heavy (about 5 s to import): only where a UNet is built or loaded
 
     folder = check_checkpoint_folder(folder)
     fix = "delete it and rerun to rebuild it (cached artifact) or re-export it (your own checkpoint)"

@@ -23,7 +23,7 @@ from unlearn.fast import Fast
 from unlearn.methods import METHODS, REFERENCES
 from unlearn.methods_common import UnlearnData
 from unlearn.model import Arch, Timer, check_checkpoint_folder, load_unet, resolve_device, save_unet
-from unlearn.pretrain import TrainRecipe, train_ddpm
+from unlearn.train import TrainRecipe, train_ddpm
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class Context:
     arch_name: str
     arch: Arch
     recipe: TrainRecipe
-    method_name: str   # registry key
-    method_label: str  # config name, e.g. safemax_forget_only (a variant of safemax)
+    method_name: str   # unlearned=<name>: the config file's name and the registry key (unlearn/methods.py)
+    method_label: str  # what records call the model: the name (+ @<checkpoint key> for a user's checkpoint)
     method_args: dict
     seed: int
     pretrain_seed: int
@@ -79,13 +79,13 @@ class Context:
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Context:
         d = cfg.data
-        method = cfg.method if "method" in cfg else OmegaConf.create({"name": "original", "args": {}})
+        method = cfg.unlearned if "unlearned" in cfg else OmegaConf.create({"name": "original", "args": {}})
         args = OmegaConf.to_container(method.args, resolve=True) if "args" in method else {}
         check_method_args(method["name"], args)
         m = cfg.model
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
-        ckpt = cfg.unlearned.get("checkpoint") if "unlearned" in cfg else None
+        ckpt = method.get("checkpoint")
         if ckpt and method["name"] in REFERENCES:
             raise UserError(f"unlearned.checkpoint is for an unlearned model, not the reference {method['name']!r} "
                             "(references are built from data); use unlearned=<method> unlearned.checkpoint=<folder>")
@@ -95,7 +95,7 @@ class Context:
             forget_class=int(d.forget_class), arch_name=m.name,
             arch=Arch(**OmegaConf.to_container(m.arch, resolve=True)),
             recipe=TrainRecipe(**OmegaConf.to_container(m.train, resolve=True)),
-            method_name=method["name"], method_label=method.get("label", method["name"]), method_args=args,
+            method_name=method["name"], method_label=method["name"], method_args=args,
             seed=int(cfg.seed), pretrain_seed=int(cfg.pretrain_seed), device=resolve_device(cfg.device),
             artifacts_root=Path(cfg.paths.artifacts),
             checkpoint=check_checkpoint_folder(ckpt, "unlearned.checkpoint") if ckpt else None,
@@ -153,7 +153,8 @@ class Context:
         if name == "oracle":
             return self.oracle()
         base = self.base()
-        spec = {"base": provenance(base)["key"], "method": name, "args": full_args(name, args),
+        # "method": the function's name, so a variant (safemax_forget_only) keys by the function it runs
+        spec = {"base": provenance(base)["key"], "method": METHODS[name].__name__, "args": full_args(name, args),
                 "forget_class": self.forget_class, "seed": self.seed,
                 **self.fast_key(training=True)}
 
@@ -171,7 +172,7 @@ class Context:
             with timer:
                 stats = METHODS[name](model, data, generator=torch.Generator().manual_seed(self.seed), **args)
             check_finite(model, [stats.final_forget_loss, stats.final_retain_loss], f"method {self.method_label}",
-                         "method.args.lr")
+                         "unlearned.args.lr")
             save_unet(model, folder)
             peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
             return {"unlearn": {**vars(stats), "wall_s": round(timer.wall_s, 2), "device_s": round(timer.device_s, 2),

@@ -1,6 +1,6 @@
 """Unlearn one class from the base model and write the checkpoint (built once, cached by config).
 
-    python -m unlearn.run method=safemax data.forget_class=0
+    python -m unlearn.run unlearned=safemax data.forget_class=0
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from unlearn.errors import cli, exit_on_user_error
 from unlearn.pipeline import Context
 
 
@@ -26,12 +27,8 @@ def run(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
             config_name="unlearn")
 def main(cfg: DictConfig) -> None:
-    from unlearn.errors import exit_on_user_error
-
     exit_on_user_error(run)(cfg)
 
 
 if __name__ == "__main__":
-    from unlearn.errors import cli
-
     cli(main)

@@ -63,6 +63,24 @@ def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, schedule, generator
     return [f / x.shape[0] for f in fisher]
 
 
+def _replay_and_fisher(model, data: UnlearnData, n_replay: int, n_fisher: int, sample_steps: int, w: float,
+                       fisher_label_dropout: float, fisher_input_01: bool, generator: torch.Generator | None):
+    """SA's work before its first step, from the model's own samples (DDIM, guidance w): the replay set of the
+    retained classes, and the Fisher diagonal at the current weights on samples of every class."""
+    dev, k = data.forget_x.device, data.num_classes
+    shape = tuple(data.forget_x.shape[1:])
+    retained = torch.tensor([c for c in range(k) if c != data.forget_class])
+    y_replay = retained[torch.randint(0, len(retained), (n_replay,), generator=generator)]
+    model.eval()
+    x_replay = ddim_sample(model, data.schedule, y_replay, shape, k, w, sample_steps, generator=generator).to(dev)
+    y_fisher = torch.randint(0, k, (n_fisher,), generator=generator)
+    x_fisher = ddim_sample(model, data.schedule, y_fisher, shape, k, w, sample_steps, generator=generator).to(dev)
+    if fisher_input_01:
+        x_fisher = (x_fisher + 1) / 2
+    fisher = fisher_diagonal(model, x_fisher, y_fisher.to(dev), data.schedule, generator, fisher_label_dropout)
+    return x_replay, y_replay.to(dev), fisher
+
+
 def sa(model, data: UnlearnData, *, steps: int = 200, batch_size: int = 64, lr: float = 1e-4, gamma: float = 1.0,
        lam: float = 10.0, n_replay: int = 500, n_fisher: int = 100, sample_steps: int = 25,
        replay_guidance_w: float = 1.0, fisher_label_dropout: float = 0.1, fisher_input_01: bool = False,
@@ -70,26 +88,15 @@ def sa(model, data: UnlearnData, *, steps: int = 200, batch_size: int = 64, lr: 
        generator: torch.Generator | None = None) -> UnlearnStats:
     dev = data.forget_x.device
     t0 = time.perf_counter()
-    k, null = data.num_classes, data.num_classes
     shape = tuple(data.forget_x.shape[1:])
-    retained = torch.tensor([c for c in range(k) if c != data.forget_class])
-    y_replay = retained[torch.randint(0, len(retained), (n_replay,), generator=generator)]
-    model.eval()
-    x_replay = ddim_sample(model, data.schedule, y_replay, shape, null, replay_guidance_w, sample_steps,
-                           generator=generator).to(dev)
-    y_fisher = torch.randint(0, k, (n_fisher,), generator=generator)
-    x_fisher = ddim_sample(model, data.schedule, y_fisher, shape, null, replay_guidance_w, sample_steps,
-                           generator=generator).to(dev)
-    if fisher_input_01:
-        x_fisher = (x_fisher + 1) / 2
-    fisher = fisher_diagonal(model, x_fisher, y_fisher.to(dev), data.schedule, generator, fisher_label_dropout)
+    x_replay, y_replay, fisher = _replay_and_fisher(model, data, n_replay, n_fisher, sample_steps, replay_guidance_w,
+                                                    fisher_label_dropout, fisher_input_01, generator)
     theta_star = [p.detach().clone() for p in model.parameters()]
     prior_nfe = (n_replay + n_fisher) * sample_steps * (1 if replay_guidance_w == 0 else 2)
     prior_sg = n_fisher * data.schedule.num_train_timesteps
     prior_wall = time.perf_counter() - t0
 
     model.train()
-    y_replay = y_replay.to(dev)
     ema = EMA(model, ema_decay) if ema_decay else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     forget_losses, retain_losses = [], []

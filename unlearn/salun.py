@@ -15,7 +15,7 @@ and DDPM/functions/losses.py (noise_estimation_loss_conditional).
    no cond_drop_prob is passed. Because the retain term is a pixel sum, alpha = 1e-3 weighs it 1e-3 * C*H*W
    against the forget term (0.064 on digits, 3.07 on CIFAR-10).
 3. Gradients are clipped to norm grad_clip, then multiplied by the mask, before each Adam step.
-Ablation (configs/method/salun_random_anchor.yaml): `anchor="random"` draws a random other class per sample
+Ablation (configs/unlearned/salun_random_anchor.yaml): `anchor="random"` draws a random other class per sample
 and `target="frozen"` reads the target from a frozen copy of the original model (this project's earlier
 choice); `retain_pixels="mean"` is the earlier pixel-mean retain term (64x weaker on digits).
 Cost: one forward without gradient per forget image per step (the target), booked as `forward_nfe`.
@@ -46,7 +46,7 @@ def saliency_mask(model, data: UnlearnData, density: float, batch_size: int, gen
     cond_scale 2.0), antithetic t, the batch's gradient clipped to norm grad_clip, summed over batches.
     Returns (mask per parameter, sample-gradients)."""
     if not 0 < density <= 1:
-        raise UserError(f"method.args.mask_density must be in (0, 1] (or null for no mask), got {density}")
+        raise UserError(f"unlearned.args.mask_density must be in (0, 1] (or null for no mask), got {density}")
     grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     dev, null = data.forget_x.device, null_class(model)
     was_training = model.training
@@ -100,7 +100,7 @@ def salun(model, data: UnlearnData, *, steps: int = 1000, batch_size: int = 128,
           generator: torch.Generator | None = None) -> UnlearnStats:
     """mask_density=None switches the mask off (that is the `rl` baseline)."""
     if anchor not in ANCHORS or target not in TARGETS or retain_pixels not in ("sum", "mean"):
-        raise UserError(f"method.args.anchor={anchor!r}, target={target!r}, retain_pixels={retain_pixels!r}; use "
+        raise UserError(f"unlearned.args.anchor={anchor!r}, target={target!r}, retain_pixels={retain_pixels!r}; use "
                         f"anchor in {ANCHORS}, target in {TARGETS}, retain_pixels in ('sum', 'mean')")
     t0 = time.perf_counter()
     mask, prior_sg = (saliency_mask(model, data, mask_density, batch_size, generator, mask_guidance_w, grad_clip)

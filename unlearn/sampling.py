@@ -1,0 +1,87 @@
+"""The evaluation sampler: its settings (configs/sampler/*.yaml), its part of a record key, and the sampling.
+
+Every evaluated point samples through `SamplerSpec.sample`: guided DDIM (DDPM at 1000 steps, eta 1) with the
+same noise for every model and budget (the generator is seeded from the job's seed), so two models differ in
+their samples only where their networks differ. The defender's default is configs/sampler/ddim.yaml; an
+attacker may pick another (sampler=ddpm), and the sampler probes (attacks/sampler.py) vary w and eta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from unlearn.diffusion import VARIANCES, Schedule, ddim_sample, sampler_label, sampling_nfe
+from unlearn.errors import UserError
+from unlearn.model import Timer, null_class
+
+NOISE_OFFSET = 10_007  # the sampling noise is seeded with seed + NOISE_OFFSET (apart from training noise)
+
+
+def check_count(n, name: str = "eval.n") -> int:
+    if int(n) < 1:
+        raise UserError(f"{name}={n}: need at least one sample per point (default 500)")
+    return int(n)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    steps: int
+    eta: float
+    guidance_w: float
+    batch_size: int
+    clip: bool = True  # clip x0_hat to [-1, 1] at every step
+    variance: str = "ddim"  # "ddim": sigma from eta (eq. 16 of DDIM); "beta": sigma^2 = beta_t (the testbed's DDPM)
+
+    @classmethod
+    def from_cfg(cls, s) -> SamplerSpec:
+        clip = s.get("clip", True)
+        if not isinstance(clip, bool):
+            raise UserError(f"sampler.clip={clip!r}: use true or false")
+        variance = s.get("variance", "ddim")
+        if variance not in VARIANCES:
+            raise UserError(f"sampler.variance={variance!r}: use one of {', '.join(VARIANCES)}")
+        spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size), clip, variance)
+        if not 1 <= spec.steps <= 1000 or spec.batch_size < 1 or spec.eta < 0:
+            raise UserError(f"sampler.steps must be in [1, 1000], sampler.batch_size >= 1 and sampler.eta >= 0; "
+                            f"got {spec.steps}, {spec.batch_size}, {spec.eta}")
+        return spec
+
+    def with_(self, **changes) -> SamplerSpec:
+        return replace(self, **changes)
+
+    def key(self) -> dict:
+        """The sampler's part of a point's key: `clip` enters only when off and `variance` only when not
+        "ddim", so keys made before those switches existed stay valid."""
+        return {k: v for k, v in asdict(self).items()
+                if not (k == "clip" and v) and not (k == "variance" and v == "ddim")}
+
+    @property
+    def label(self) -> str:
+        return sampler_label(self.steps, self.eta, self.clip, self.variance)
+
+    @property
+    def variant(self) -> str:
+        """A suffix for output paths ("" for deterministic clipped DDIM, else e.g. "@DDPM-1000"), so an attacker's
+        sampler never overwrites the default run's figures and sample strips."""
+        return "" if self.eta == 0 and self.clip and self.variance == "ddim" else "@" + self.label.replace(" ", "_")
+
+    def record(self) -> dict:
+        """The sampler as records carry it ({"name": "ddim", "steps", "eta"}, plus "clip": false when off and
+        "variance": "beta" for the testbed's DDPM); `evaluation.records.sampler_name` turns it into a label."""
+        return {"name": "ddim", "steps": self.steps, "eta": self.eta, **({} if self.clip else {"clip": False}),
+                **({} if self.variance == "ddim" else {"variance": self.variance})}
+
+    def nfe(self, n: int) -> int:
+        return sampling_nfe(n, self.steps, self.guidance_w)
+
+    def sample(self, model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
+               seed: int) -> tuple[torch.Tensor, Timer]:
+        """Samples for `labels` ([N, C, H, W] on CPU, in [-1, 1]) and what they cost."""
+        timer = Timer(next(model.parameters()).device)
+        with timer:
+            x = ddim_sample(model, schedule, labels, image_shape, null_class(model), self.guidance_w, self.steps,
+                            self.eta, torch.Generator().manual_seed(seed + NOISE_OFFSET), self.batch_size, self.clip,
+                            variance=self.variance)
+        return x, timer
