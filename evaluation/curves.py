@@ -19,7 +19,6 @@ from evaluation.summary import UNIT, attack_frame, unit_ci  # noqa: E402
 FAMILIES = list(ATTACKS)  # panel order: the registry's
 METHOD_COLORS = ["tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 ETA_STYLES = ["-", "--", ":", "-."]
-NUMBER = r"([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)"
 
 
 def _models(d: pd.DataFrame, colors: dict[str, str]) -> list[tuple[str, str, pd.DataFrame]]:
@@ -62,23 +61,21 @@ def _budget_panel(ax, d: pd.DataFrame, family: str, colors: dict[str, str]) -> N
                  else f"{family} ({settings[0]})", fontsize=9)
 
 
-def _param(d: pd.DataFrame, name: str, key: str, fallback: str) -> pd.Series:
-    """A numeric sampler parameter: attack_params[name], else parsed from the setting ("key=.."), else the
+def _param(d: pd.DataFrame, name: str, fallback: str) -> pd.Series:
+    """A numeric sampler parameter: attack_params[name] (every probe records its w and eta there), else the
     record's own field `fallback`."""
     def num(v):
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
 
     col = f"attack_params_{name}"
     out = d[col].map(num) if col in d else pd.Series(np.nan, index=d.index)
-    out = out.fillna(pd.to_numeric(d["setting"].astype(str).str.extract(rf"(?:^|\s){key}={NUMBER}")[0],
-                                   errors="coerce"))
     if fallback in d:
         out = out.fillna(d[fallback].map(num))
     return out
 
 
 def _sampler_panel(ax, d: pd.DataFrame, colors: dict[str, str]) -> None:
-    d = d.assign(w=_param(d, "guidance_w", "w", "guidance_w"), eta=_param(d, "eta", "eta", "sampler_eta"))
+    d = d.assign(w=_param(d, "guidance_w", "guidance_w"), eta=_param(d, "eta", "sampler_eta"))
     d = d.dropna(subset=["w"])
     etas = sorted(d["eta"].dropna().unique())
     for label, color, g in _models(d, colors):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import torch
 
 Z95 = 1.959963984540054
@@ -30,7 +32,10 @@ def score(probs: torch.Tensor, target_class: int) -> dict:
             "mean_p": probs[:, target_class].mean().item(), "entropy": entropy.mean().item()}
 
 
-def normalized_recovery(ra: float, ra_unlearned: float, ra_original: float) -> float:
-    """NR = (RA - RA_u) / (RA_orig - RA_u)."""
+def normalized_recovery(ra, ra_unlearned, ra_original):
+    """NR = (RA - RA_u) / (RA_orig - RA_u), NaN where RA_orig == RA_u; numbers, or pandas Series element-wise
+    (evaluation/summary.py's curves use it on whole columns)."""
     span = ra_original - ra_unlearned
+    if isinstance(span, pd.Series):
+        return (ra - ra_unlearned) / span.replace(0, np.nan)
     return float("nan") if span == 0 else (ra - ra_unlearned) / span

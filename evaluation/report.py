@@ -331,7 +331,8 @@ def sampler_section(records: list[dict]) -> str:
         return ("_No relearning study scored under a second sampler on the units of a DDIM-25 study yet: run "
                 "configs/experiment/resample_suite.yaml._")
     return ("Relearning: the same models and attack, scored under two samplers; means over the (class, seed) units "
-            "both cover, 95% bootstrap CIs over units. ER: unlearned minus the oracle scored by the same sampler. "
+            "where both ERs are defined (`units`), 95% bootstrap CIs over units. ER: unlearned minus the oracle "
+            "scored by the same sampler. "
             "ER diff: ER under the attacker's sampler minus ER under the defender's, paired by unit. On-data RA (noise "
             "never counts). Device: " + _devices(atk) + ".\n\n" + "\n\n".join(out))
 

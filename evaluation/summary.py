@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from attacks.registry import traits
+from evaluation.metrics import normalized_recovery
 from evaluation.records import sampler_name
 from evaluation.tables import score_on_data
 from unlearn.errors import UserError
@@ -46,8 +47,10 @@ def attack_frame(records: Iterable[dict]) -> pd.DataFrame:
     if not recs:
         raise UserError("no attack records; run an attack first (e.g. python -m attacks.relearn unlearned=safemax)")
     df = pd.json_normalize(recs, sep="_")
+    # `setting`: the label tables group and show, composed once here (the attack's label, + the differing parameters
+    # where one label covers several, + " @<scoring>" below); `base_setting`: the same without the scoring
     df["setting"] = df["setting"].fillna("default") if "setting" in df else "default"
-    df["setting"] = _disambiguate(recs, df["setting"])
+    df["setting"] = df["base_setting"] = _disambiguate(recs, df["setting"])
     for c in GUARDS + HITS + COSTS:
         if c not in df:
             df[c] = np.nan
@@ -176,10 +179,9 @@ def curve_table(df) -> pd.DataFrame:
     ok_o = u[[*ref, "steps"]].merge(oracle_ok, on=[*ref, "steps"], how="left")["guard_ok"]
     u["oracle_guard_ok"] = ok_o.fillna(True).astype(bool).to_numpy()
     u["ra_guarded"] = u["ra"].where(u["guard_ok"])
-    span = (u["ra_orig"] - u["ra_u"]).replace(0, np.nan)
-    u["nr"] = (u["ra_guarded"] - u["ra_u"]) / span
+    u["nr"] = normalized_recovery(u["ra_guarded"], u["ra_u"], u["ra_orig"])
     u["er"] = (u["ra_guarded"] - u["ra_oracle"]).where(u["oracle_guard_ok"])
-    u["nr_oracle"] = ((u["ra_oracle"] - u["ra_u"]) / span).where(u["oracle_guard_ok"])
+    u["nr_oracle"] = normalized_recovery(u["ra_oracle"], u["ra_u"], u["ra_orig"]).where(u["oracle_guard_ok"])
     extra = ["ra_ci_low", "ra_ci_high", "budget_sample_gradients", "budget_unlearning_equivalents", "device",
              "run_id"]
     cols = [*CURVE_KEY, "scoring", "ra", "ra_raw", "ra_scored", "ra_guarded", "guard_ok", "oracle_guard_ok", "ra_orig",
@@ -487,7 +489,8 @@ def ra_budget_table(data, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
 def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """The same attack scored under two evaluation samplers (column `sampler`, e.g. the defender's DDIM-25 in
     one study and an attacker's DDPM-1000 in another): per (attack, setting, method, steps), each sampler's
-    mean RA and ER over the (class, seed) units both cover, and ER diff = ER(other) - ER(baseline) paired by
+    mean RA and ER over the (class, seed) units where both ERs are defined (no guard fails; `units` counts
+    them), and ER diff = ER(other) - ER(baseline) paired by
     unit, with bootstrap CIs over those units. Curves are built per sampler, so an oracle point is only ever
     compared with an unlearned point scored by the same sampler."""
     df = _frame(data)
@@ -498,11 +501,12 @@ def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed
         sub = df[df["sampler"] == s]
         if sub.empty:
             return pd.DataFrame()
+        sub = sub.assign(setting=sub["base_setting"])  # the two samplers' curves are matched by the same setting
         c = curve_table(sub)
         c["w"] = c["scoring"].str.removeprefix(s)  # " w=1" where the frame mixes guidance weights, else ""
-        c["setting"] = [t.removesuffix(f" @{sc}") for t, sc in zip(c["setting"], c["scoring"])]
         curves.append(c[[*key, "ra", "er"]])
     both = curves[0].merge(curves[1], on=key, suffixes=(f" {baseline}", f" {other}"))
+    both = both.dropna(subset=[f"er {baseline}", f"er {other}"])  # a pair counts where both ERs are defined
     rows = []
     for (attack, setting, method, n, w, steps), g in both.groupby(["attack", "setting", "method", "n", "w", "steps"]):
         row = {"attack": attack, "setting": setting + w, "method": method, "n": n, "steps": steps, "units": len(g)}

@@ -348,6 +348,13 @@ def test_sampler_comparison_pairs_units_and_never_mixes_samplers(tmp_path):
     more = [{**r, "n": 500, "key": r["key"] + "/500"} for r in recs if r["sampler"]["steps"] == 10]
     t2 = sampler_comparison(attack_frame(recs + more), "DDIM-10", "DDPM-1000").set_index("steps")
     assert t2.loc[10, "units"] == 2 and t2.loc[10, "ER diff"] == pytest.approx(0.3)
+    # unit 1's DDPM model fails its retained-class guard at 10 steps (ER NaN): every column, units included, is
+    # then over unit 0 alone (DDIM ER 0.2, DDPM ER 0.6, diff 0.4), never a mean over different units per column
+    broken = [{**r, "guard": {"retained_ra": 1.0 if r["budget"]["steps"] == 0 else 0.1}} if
+              (r["seed"], r["role"], r["sampler"]["steps"]) == (1, "unlearned", 1000) else r for r in recs]
+    t3 = sampler_comparison(attack_frame(broken), "DDIM-10", "DDPM-1000").set_index("steps")
+    assert t3.loc[10, "units"] == 1 and t3.loc[10, "ER DDPM-1000"] == pytest.approx(0.6)
+    assert t3.loc[10, "RA DDPM-1000"] == pytest.approx(0.9) and t3.loc[10, "ER diff"] == pytest.approx(0.4)
     for r in recs:  # the report compares with the defender's DDIM-25
         if r["sampler"]["steps"] == 10:
             r["sampler"] = {"name": "ddim", "steps": 25, "eta": 0.0}
