@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import os
+import runpy
+import subprocess
+import sys
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -30,6 +37,28 @@ def compose_cfg(name: str, overrides: list[str], tmp: Path | None = None):
     paths = [f"paths.artifacts={tmp}/artifacts", f"paths.results={tmp}/results"] if tmp else []
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
         return compose(config_name=name, overrides=[*overrides, *paths])
+
+
+def run_cli(entry: str, args: list[str], cwd: Path, monkeypatch, env_root: Path | None = None):
+    """`python -m entry args` in this process: the module's __main__ code (the same CLI function a shell runs) with
+    this argv, folder and environment (env_root: UNLEARN_ARTIFACTS / UNLEARN_RESULTS under it); returns what a shell
+    would see (a CompletedProcess: exit code, stdout, stderr), without an interpreter start-up."""
+    monkeypatch.chdir(cwd)
+    if env_root is not None:
+        monkeypatch.setenv("UNLEARN_ARTIFACTS", str(env_root / "artifacts"))
+        monkeypatch.setenv("UNLEARN_RESULTS", str(env_root / "results"))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", ""))  # restored after the test
+    monkeypatch.setattr(sys, "argv", [entry, *args])
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+        # runpy's note that the module is already imported here (a fresh interpreter would not print it)
+        warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
+                                category=RuntimeWarning)
+        try:
+            runpy.run_module(entry, run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess([entry, *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(autouse=True)

@@ -10,21 +10,17 @@ A meta-test checks that every row of the README's catalogue has a case here.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import re
 import resource
-import runpy
 import signal
 import struct
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +29,7 @@ import pytest
 import torch
 
 from evaluation.records import read_records
-from tests.conftest import TINY, TINY_ARCH, TINY_ATTACK, TINY_METHOD
+from tests.conftest import TINY, TINY_ARCH, TINY_ATTACK, TINY_METHOD, run_cli
 from unlearn.model import Arch, build_unet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,26 +256,6 @@ def _run(entry: str, args: list[str], cwd: Path, env_root: Path, preexec=None) -
 SUBPROCESS = ("unknown-method", "attack-diverges", "cifar-code-in-pickle", "malformed-records")
 
 
-def _run_here(entry: str, args: list[str], cwd: Path, env_root: Path, monkeypatch) -> subprocess.CompletedProcess:
-    """`python -m entry args` in this process: the module's __main__ code with this argv, folder and environment;
-    returns what a shell would see (exit code, stdout, stderr)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("UNLEARN_ARTIFACTS", str(env_root / "artifacts"))
-    monkeypatch.setenv("UNLEARN_RESULTS", str(env_root / "results"))
-    monkeypatch.setenv("HYDRA_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", ""))  # restored after the test
-    monkeypatch.setattr(sys, "argv", [entry, *args])
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        # runpy's note that the module is already imported here (a fresh interpreter would not print it)
-        warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
-                                category=RuntimeWarning)
-        try:
-            runpy.run_module(entry, run_name="__main__", alter_sys=True)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return subprocess.CompletedProcess([entry, *args], code, out.getvalue(), err.getvalue())
-
-
 def _assert_clean(root: Path) -> None:
     """No half-done output: temporary files/folders, artifact folders without provenance, torn record lines."""
     assert not [p for p in root.rglob("*") if ".tmp" in p.name], list(root.rglob("*.tmp*"))
@@ -305,7 +281,8 @@ def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bad_inputs_shared")
 
 
-@pytest.mark.parametrize("name, process", [(n, False) for n in sorted(CASES)] + [(n, True) for n in SUBPROCESS])
+@pytest.mark.parametrize("name, process", [(n, False) for n in sorted(CASES)]
+                         + [pytest.param(n, True, marks=pytest.mark.slow) for n in SUBPROCESS])
 def test_bad_input_gets_one_line_and_nonzero_exit(name, process, tmp_path, shared, monkeypatch):
     case = CASES[name]
     if case.skip_if:
@@ -313,7 +290,7 @@ def test_bad_input_gets_one_line_and_nonzero_exit(name, process, tmp_path, share
     args = [*case.args, *(case.setup(tmp_path) if case.setup else [])]
     env_root = shared if case.builds else tmp_path
     res = (_run(case.entry, args, tmp_path, env_root) if process
-           else _run_here(case.entry, args, tmp_path, env_root, monkeypatch))
+           else run_cli(case.entry, args, tmp_path, monkeypatch, env_root))
     assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
     line = _one_error_line(res)
     assert re.search(case.expect, line), line
@@ -367,6 +344,7 @@ def test_disk_full_during_record_write(built, tmp_path):
     assert records.read_bytes().startswith(before) and len(read_records(records)) == before.count(b"\n") + 6
 
 
+@pytest.mark.slow
 def test_disk_full_during_artifact_write(tmp_path):
     # 20 kB is less than the judge's weights: its artifact cannot be written
     res = _run("attacks.relearn", TINY_ALL, tmp_path, tmp_path, preexec=_limit_file_size(20_000))
@@ -377,6 +355,7 @@ def test_disk_full_during_artifact_write(tmp_path):
     _assert_clean(tmp_path)
 
 
+@pytest.mark.slow
 def test_sigint_mid_run(built, tmp_path):
     records = built / "results" / "records.jsonl"
     n0 = len(read_records(records))

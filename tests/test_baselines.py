@@ -41,7 +41,7 @@ def _forget_fit(model, data):
 
 
 def test_every_registered_method_has_tiny_args():
-    assert set(TINY_ARGS) == set(METHODS)
+    assert set(TINY_ARGS) == {f.__name__ for f in METHODS.values()}  # variants share their method's function
 
 
 @pytest.mark.parametrize("name", sorted(TINY_ARGS))

@@ -10,7 +10,7 @@ import pytest
 
 from evaluation.entry import run as relearn_run
 from evaluation.records import read_records
-from tests.conftest import TINY, TINY_ATTACK, TINY_METHOD, compose_cfg
+from tests.conftest import TINY, TINY_ATTACK, TINY_METHOD, compose_cfg, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD_FIELDS = {"key", "kind", "run_id", "code_version", "dataset", "model", "method", "role", "forget_class", "seed",
@@ -73,9 +73,10 @@ def test_cli_end_to_end(tiny_root, tmp_path):
     ("eval.n=0", "eval.n=0"),
     ("+unlearned.args.lamda=1", "no hyperparameter lamda"),
 ])
-def test_cli_bad_input_one_line_nonzero_no_records(tiny_root, tmp_path, override, message):
-    res = _cli(["attacks.relearn", *TINY, *TINY_METHOD, *TINY_ATTACK, override,
-                f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"], cwd=tmp_path)
+def test_cli_bad_input_one_line_nonzero_no_records(tiny_root, tmp_path, override, message, monkeypatch):
+    args = [*TINY, *TINY_METHOD, *TINY_ATTACK, override, f"paths.artifacts={tiny_root}/artifacts",
+            f"paths.results={tmp_path}/results"]
+    res = run_cli("attacks.relearn", args, tmp_path, monkeypatch)
     assert res.returncode == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], res.stderr[-1500:]
