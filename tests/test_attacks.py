@@ -37,8 +37,8 @@ def _check(records, n_roles=3, n_budgets=2, attack=None):
 @pytest.mark.parametrize("job, overrides, attack", [
     (relearn, ["attack=relearn_lora"], "relearn"),
     (finetune, [], "finetune"),
-    (finetune, ["attack.data=neighbour"], "finetune"),
-    (finetune, ["attack.data=own", "attack.n_own=2"], "finetune"),
+    pytest.param(finetune, ["attack.data=neighbour"], "finetune", marks=pytest.mark.slow),
+    pytest.param(finetune, ["attack.data=own", "attack.n_own=2"], "finetune", marks=pytest.mark.slow),
     (embedding, ["attack.init=mean"], "embedding"),
     (embedding, ["attack=embedding_datafree", "attack.sample_steps=2", "attack.batch_size=4"], "embedding"),
 ])
@@ -236,6 +236,7 @@ def test_mia_rejects_a_secmi_grid_that_skips_t_sec(tiny_root, tmp_path):
         run(cfg)
 
 
+@pytest.mark.slow
 def test_a_resumed_role_replays_the_same_attack(tiny_root, tmp_path):
     """Kill-and-resume inside a role: the missing point is recomputed from a replay of the seeded attack
     (LoRA adapters included) and comes out identical."""
@@ -253,6 +254,7 @@ def test_a_resumed_role_replays_the_same_attack(tiny_root, tmp_path):
     assert len(read_records(path)) == len(first)
 
 
+@pytest.mark.slow
 def test_budget_zero_is_the_untouched_model_in_every_training_attack(tiny_root, tmp_path):
     """What summary.py assumes for RA_orig / RA_u: budget 0 of relearn, LoRA, finetune and embedding from
     the forgotten row all score the same, untouched model."""

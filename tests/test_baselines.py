@@ -56,7 +56,7 @@ def test_method_changes_weights_and_worsens_the_forget_fit(name):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("density", [0.5, 0.1])
+@pytest.mark.parametrize("density", [0.5, pytest.param(0.1, marks=pytest.mark.slow)])
 def test_salun_mask_has_the_configured_density(density):
     model, data = _fitted_model()
     mask, n = saliency_mask(model, data, density, 8, torch.Generator().manual_seed(0))
@@ -88,6 +88,7 @@ def test_sa_fisher_is_nonnegative_and_finite():
     assert (flat >= 0).all() and torch.isfinite(flat).all() and flat.sum() > 0
 
 
+@pytest.mark.slow
 def test_sa_fisher_equals_a_brute_force_per_sample_per_t_loop():
     """The reference's Fisher (clear-nus/selective-amnesia ddpm/runners/diffusion.py, save_fim): per sample,
     the square of the gradient of sum_t ||eps - eps_theta||^2 (pixel sum, every t); mean over samples. Here

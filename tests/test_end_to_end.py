@@ -102,6 +102,7 @@ def test_pretrain_and_unlearn_clis_build_cached_artifacts(tiny_root, tmp_path):
     assert json.loads(again.stdout[again.stdout.index("{"):])["checkpoint"] == out["checkpoint"]  # cached
 
 
+@pytest.mark.slow
 def test_overwrite_recomputes_and_replaces(tiny_root, tmp_path):
     over = [*TINY, *TINY_METHOD, *TINY_ATTACK, "attack.lr=5e-4"]
     first = relearn_run(compose_cfg("relearn", over, tiny_root))
@@ -134,6 +135,7 @@ def test_attack_own_checkpoint_folder(tiny_root, tmp_path):
     assert {r["budget"]["steps"]: r["ra"] for r in own} == cached  # same weights, same numbers
 
 
+@pytest.mark.slow
 def test_attacker_sampler_gives_its_own_points_and_labels(tiny_root):
     """sampler.eta / sampler.clip (the attacker's sampler, REPORT finding 8): new keys for every point, the same
     models, the switches in the record, other samples; the default sampler's keys stay as before."""

@@ -87,7 +87,7 @@ def _tiny_data():
     return UnlearnData(x[y == 0], x[y != 0], y[y != 0], forget_class=0, num_classes=4, schedule=S)
 
 
-@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("beta", [pytest.param(0.0, marks=pytest.mark.slow), 1.0])
 def test_tiny_run_moves_the_forget_class_to_noise(beta):
     torch.manual_seed(0)
     model = build_unet(TINY_ARCH, (1, 8, 8), 4)
