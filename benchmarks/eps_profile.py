@@ -25,30 +25,7 @@ if __package__:  # imported (tests)
 else:  # run as a script: ra_point sits beside it
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from ra_point import load_model, relearn_context  # noqa: E402
-from unlearn.diffusion import guided_eps, predict_eps, q_sample  # noqa: E402
-from unlearn.model import null_class  # noqa: E402
-
-T_GRID = [1, 10, 25, 50, 100, 200, 300, 500, 700, 900, 999]
-
-
-@torch.inference_mode()
-def profile(model, schedule, x0: torch.Tensor, fc: int, w: float, draws: int = 4, seed: int = 0) -> dict[int, tuple]:
-    """{t: (shrink, err, err_w)} over x0 repeated `draws` times, noise from `seed`."""
-    dev = next(model.parameters()).device
-    x0 = x0.repeat(draws, 1, 1, 1).to(dev)
-    y = torch.full((x0.shape[0],), fc, device=dev, dtype=torch.long)
-    out = {}
-    for t in T_GRID:
-        g = torch.Generator().manual_seed(seed * 10_000 + t)
-        eps = torch.randn(x0.shape, generator=g).to(dev)
-        tt = torch.full_like(y, t)
-        x_t = q_sample(schedule, x0, tt, eps)
-        pred = predict_eps(model, x_t, tt, y)
-        guided = guided_eps(model, x_t, tt, y, null_class(model), w)
-        norm = eps.pow(2).mean()
-        out[t] = ((pred.pow(2).mean() / norm).item(), ((pred - eps).pow(2).mean() / norm).item(),
-                  ((guided - eps).pow(2).mean() / norm).item())
-    return out
+from evaluation.diagnostics import T_GRID, profile  # noqa: E402
 
 
 def main() -> None:

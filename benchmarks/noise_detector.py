@@ -70,7 +70,7 @@ def main() -> None:
     from unlearn.sampling import SamplerSpec
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = compose(config_name="relearn", overrides=overrides)
+        cfg = compose(config_name="attack_job", overrides=["+attack=relearn", *overrides])
     ctx = Context.from_cfg(cfg)
     judge = get_judge(ctx, cfg.judge)
     det = NoiseDetector(judge)

@@ -29,29 +29,11 @@ import time
 import torch
 
 from attacks.relearn import relearn
+from evaluation.diagnostics import naive_ddpm, parse_split, split_sample
 from unlearn.diffusion import ddim_sample
+from unlearn.errors import UserError
 from unlearn.fast import Fast
 from unlearn.model import null_class
-
-
-@torch.no_grad()
-def naive_ddpm(model, schedule, labels: torch.Tensor, image_shape, null: int, w: float, gen: torch.Generator):
-    """The testbed protocol, deliberately plain (see the module docstring)."""
-    dev = next(model.parameters()).device
-    abar = schedule.alpha_bar.double()
-    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype, device=abar.device), abar[:-1]])
-    beta = (1 - abar / abar_prev).float()
-    y = labels.to(dev)
-    y_null = torch.full_like(y, null)
-    x = torch.randn((len(labels), *image_shape), generator=gen).to(dev)
-    for t in reversed(range(schedule.num_train_timesteps)):
-        tt = torch.full((len(labels),), t, device=dev, dtype=torch.long)
-        eps_c = model(x, tt, class_labels=y).sample
-        eps_u = model(x, tt, class_labels=y_null).sample
-        eps = (1 + w) * eps_c - w * eps_u
-        mean = (x - beta[t] / (1 - schedule.alpha_bar[t]).sqrt() * eps) / (1 - beta[t]).sqrt()
-        x = mean + beta[t].sqrt() * torch.randn(x.shape, generator=gen).to(dev) if t > 0 else mean
-    return x.clamp(-1, 1).cpu()
 
 
 def relearn_context(overrides: list[str]):
@@ -62,7 +44,7 @@ def relearn_context(overrides: list[str]):
 
     configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
     with initialize_config_dir(version_base="1.3", config_dir=os.path.abspath(configs)):
-        cfg = compose(config_name="relearn", overrides=["unlearned=safemax", *overrides])
+        cfg = compose(config_name="attack_job", overrides=["+attack=relearn", "unlearned=safemax", *overrides])
     return cfg, Context.from_cfg(cfg)
 
 
@@ -83,28 +65,6 @@ def load_model(ctx, role: str, relearn_steps: int = 30, k: int = 10):
             model = state.model
         name += f"+{relearn_steps}"
     return model, name
-
-
-SPLIT_MODES = {"d": (0.0, True), "s": (1.0, True), "dn": (0.0, False), "sn": (1.0, False)}
-
-
-def split_sample(model, schedule, labels, image_shape, null: int, w: float, steps: int, t_split: int,
-                 above: tuple[float, bool], below: tuple[float, bool], gen: torch.Generator) -> torch.Tensor:
-    """Guided DDIM whose (eta, clip) is `above` for steps with t >= t_split and `below` for the rest: which
-    part of the trajectory needs stochasticity or clipping (REPORT section 6)."""
-    return ddim_sample(model, schedule, labels, image_shape, null, w, steps, generator=gen, batch_size=len(labels),
-                       modes=lambda t: above if t >= t_split else below)
-
-
-def parse_split(spec: str) -> tuple[int, int, tuple, tuple] | None:
-    """'split-25-500-s-d' -> (25 steps, t_split 500, above = stochastic clipped, below = deterministic clipped);
-    modes: d (eta 0, clip), s (eta 1, clip), dn / sn (the same without clipping). None if not a split spec."""
-    m = re.fullmatch(r"split-(\d+)-(\d+)-(d|s|dn|sn)-(d|s|dn|sn)", spec)
-    if not spec.startswith("split-"):
-        return None
-    if not m or not 1 <= int(m.group(1)) <= 1000:
-        raise SystemExit(f"error: --samplers entry {spec!r}: use split-<steps>-<t>-<above>-<below>, modes d s dn sn")
-    return int(m.group(1)), int(m.group(2)), SPLIT_MODES[m.group(3)], SPLIT_MODES[m.group(4)]
 
 
 def parse_sampler(spec: str) -> tuple[int, float, bool]:
@@ -140,7 +100,10 @@ def main() -> None:
     judge = get_judge(ctx, cfg.judge)
     w, fc, dev = float(cfg.sampler.guidance_w), ctx.forget_class, ctx.device
     labels = torch.full((a.n,), fc)
-    samplers = [(spec, *(parse_split(spec) or parse_sampler(spec))) for spec in a.samplers.split(",")]
+    try:
+        samplers = [(spec, *(parse_split(spec) or parse_sampler(spec))) for spec in a.samplers.split(",")]
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from e
     rows = []
     for role in a.models.split(","):
         model, name = load_model(ctx, role, a.relearn_steps)

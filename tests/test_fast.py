@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.ra_point import naive_ddpm
+from evaluation.diagnostics import naive_ddpm
 from unlearn.data import load_dataset, read_cifar_batch
 from unlearn.diffusion import Schedule, ddim_sample, predict_eps
 from unlearn.fast import Fast
@@ -151,7 +151,7 @@ class _Scaled(_Exact):
 def test_eps_profile_hand_numbers():
     """benchmarks/eps_profile.py on data at one image: the exact denoiser has shrink 1 and err 0 at every t; a
     model predicting 1.5 eps has shrink 2.25 and err 0.25; one predicting 0 (SAFEMax's optimum) 0 and 1."""
-    from benchmarks.eps_profile import T_GRID, profile
+    from evaluation.diagnostics import T_GRID, profile
 
     schedule = Schedule.linear()
     target = torch.linspace(-0.9, 0.9, 64).view(1, 1, 8, 8).repeat(5, 1, 1, 1)
@@ -167,7 +167,7 @@ def test_eps_profile_hand_numbers():
 def test_split_sampler_with_one_mode_is_the_plain_sampler(mode, eta, clip):
     """benchmarks/ra_point.py's split sampler (one (eta, clip) above t_split, another below) reduces to
     ddim_sample when both halves agree, noise draws included; halves that differ give other samples."""
-    from benchmarks.ra_point import SPLIT_MODES, parse_split, split_sample
+    from evaluation.diagnostics import SPLIT_MODES, parse_split, split_sample
 
     model, schedule = _model(), Schedule.linear()
     y = torch.tensor([0, 3, 5])
