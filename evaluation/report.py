@@ -25,11 +25,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from attacks.registry import traits
 from evaluation.curves import plot_robustness
 from evaluation.plots import plot_ra_curve
 from evaluation.records import COMMITTED, read_all, sampler_name
 from evaluation.summary import (
     attack_frame,
+    b50_sample_grads,
     format_ci,
     ledger,
     method_comparison,
@@ -96,7 +98,8 @@ def headline_suite(records: list[dict]) -> str:
 
     out = []
     for study in sorted({r["study"] for r in records if r.get("study") and r.get("kind") == "attack"}):
-        atk = [r for r in records if r.get("study") == study and r.get("kind") == "attack" and r["attack"] != "sampler"]
+        atk = [r for r in records
+               if r.get("study") == study and r.get("kind") == "attack" and traits(r["attack"]).curve]
         if len({r["method"] for r in atk if r["role"] == "unlearned"}) < 2:
             continue
         frame = attack_frame(atk)
@@ -250,7 +253,7 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
 
 
 def _study_intro(atk: list[dict]) -> str:
-    scored = [r for r in atk if r["attack"] != "sampler"] or atk  # sampler probes pick their own sampler and w
+    scored = [r for r in atk if traits(r["attack"]).curve] or atk  # sampler probes pick their own sampler and w
     u = scored[0]
     units = sorted({(r["forget_class"], r["seed"]) for r in atk})
     return (f"Dataset {u['dataset']}, model {u['model']}; forget classes {sorted({c for c, _ in units})}, "
@@ -273,7 +276,7 @@ def _attack_blocks(atk: list[dict], study: str, fig_dir: Path) -> list[str]:
     frame = attack_frame(atk)  # flattened once, shared by every table below
     sc = scalar_table(frame)
     if not sc.empty:
-        sc["b50_sample_grads"] = sc.apply(lambda r: _b50_grads(frame, r), axis=1)
+        sc["b50_sample_grads"] = b50_sample_grads(frame, sc)
         out.append("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
                    "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
                    "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget):\n\n"
@@ -335,12 +338,6 @@ def sampler_section(records: list[dict]) -> str:
             "scored by the same sampler. "
             "ER diff: ER under the attacker's sampler minus ER under the defender's, paired by unit. On-data RA (noise "
             "never counts). Device: " + _devices(atk) + ".\n\n" + "\n\n".join(out))
-
-
-def _b50_grads(frame: pd.DataFrame, row) -> float:
-    """B@50 in sample-gradients: steps x the batch of that attack setting (NaN for the envelope row)."""
-    sub = frame[(frame["attack"] == row["attack"]) & (frame["setting"] == row["setting"]) & (frame["steps"] > 0)]
-    return float(row["b50"] * (sub["budget_sample_gradients"] / sub["steps"]).iloc[0]) if len(sub) else float("nan")
 
 
 def table_section(records: list[dict]) -> str:

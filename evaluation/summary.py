@@ -384,6 +384,16 @@ def _role_sort(labels: pd.Series) -> pd.Series:
     return labels.map(lambda s: ROLE_ORDER.index(s.split(":")[0]) if s.split(":")[0] in ROLE_ORDER else len(ROLE_ORDER))
 
 
+def b50_sample_grads(frame: pd.DataFrame, table: pd.DataFrame) -> pd.Series:
+    """B@50 of each scalar_table row in sample-gradients: steps x the batch of that attack setting (NaN for the
+    envelope row, which has no single batch)."""
+    def one(row) -> float:
+        sub = frame[(frame["attack"] == row["attack"]) & (frame["setting"] == row["setting"]) & (frame["steps"] > 0)]
+        return float(row["b50"] * (sub["budget_sample_gradients"] / sub["steps"]).iloc[0]) if len(sub) else np.nan
+
+    return table.apply(one, axis=1)
+
+
 def sampler_table(df, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Sampler probes: per role (original / unlearned:<method> / oracle) x setting, RA mean with bootstrap CI
     over units and the mean hit_any_1/10/100 (best-of-m). A unit holding several points counts its max.
