@@ -6,7 +6,7 @@ parameters in; states out) and `plans(cfg, ctx)`, which checks the attack's sett
 (or the `Audit`) to run. Attacks never score themselves and import nothing from evaluation/ (a test imports
 every attack module with evaluation/ blocked): the harness (evaluation/harness.py) consumes the states and
 scores them; the one entry point (evaluation/entry.py) runs the plans of the attack named in the registry
-(attacks/__init__.py).
+(attacks/registry.py).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import hydra
 import numpy as np
 import pandas as pd
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from attacks.common import Audit
@@ -80,8 +81,9 @@ def main(name: str) -> None:
 
     def task(cfg: DictConfig) -> None:
         if cfg.attack.name != name:
-            raise UserError(f"attack={cfg.attack.name} belongs to python -m attacks.{cfg.attack.name}, "
-                            f"not attacks.{name}")
+            chosen = HydraConfig.get().runtime.choices.get("attack", cfg.attack.name)
+            raise UserError(f"attack={chosen} is a {cfg.attack.name} attack: run it as python -m "
+                            f"attacks.{cfg.attack.name}, not attacks.{name}")
         run(cfg)
 
     cli(hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name=name)(exit_on_user_error(task)))

@@ -20,6 +20,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from evaluation.schema import SCHEMA
 from unlearn.diffusion import sampler_label
 from unlearn.errors import UserError
 from unlearn.io import atomic_write, write_error
@@ -61,6 +62,9 @@ def read_records(path: str | Path, strict: bool = True) -> list[dict]:
             if strict:
                 raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
             continue
+        version = rec.get("schema", 1)  # 1: written before evaluation/schema.py; the same fields
+        if not isinstance(version, int) or not 1 <= version <= SCHEMA:
+            raise UserError(f"{path}:{i} has record schema {version!r}; this toolkit reads 1..{SCHEMA}: update it")
         out.append(rec)
     return out
 
@@ -150,7 +154,7 @@ WRITER_FIELDS = ("time", "code_version", "model_code_version", "device", "torch"
 def content(record: dict) -> dict:
     """A record without its writer fields and timings: equal for equal computations (same config, seed,
     device and CPU threads)."""
-    out = {k: v for k, v in record.items() if k not in WRITER_FIELDS}
+    out = {k: v for k, v in record.items() if k not in (*WRITER_FIELDS, "schema")}  # equal across schema versions
     for part in ("budget", "eval"):
         if isinstance(out.get(part), dict):
             out[part] = {k: v for k, v in out[part].items() if k not in ("wall_s", "device_s")}

@@ -505,21 +505,21 @@ def sampler_comparison(data, baseline: str, other: str, n_boot: int = 2000, seed
     compared with an unlearned point scored by the same sampler."""
     df = _frame(data)
     df = df[_is_curve(df)]
-    key = ["attack", "setting", "method", "forget_class", "seed", "n", "w", "steps"]
+    key = ["attack", "setting", "method", "forget_class", "seed", "n", "steps"]
     curves = []
     for s in (baseline, other):
         sub = df[df["sampler"] == s]
         if sub.empty:
             return pd.DataFrame()
-        sub = sub.assign(setting=sub["base_setting"])  # the two samplers' curves are matched by the same setting
+        # the two samplers' curves are matched by setting and guidance w (" w=1" where the frame mixes weights)
+        sub = sub.assign(setting=sub["base_setting"] + sub["scoring"].str.removeprefix(s))
         c = curve_table(sub)
-        c["w"] = c["scoring"].str.removeprefix(s)  # " w=1" where the frame mixes guidance weights, else ""
         curves.append(c[[*key, "ra", "er"]])
     both = curves[0].merge(curves[1], on=key, suffixes=(f" {baseline}", f" {other}"))
     both = both.dropna(subset=[f"er {baseline}", f"er {other}"])  # a pair counts where both ERs are defined
     rows = []
-    for (attack, setting, method, n, w, steps), g in both.groupby(["attack", "setting", "method", "n", "w", "steps"]):
-        row = {"attack": attack, "setting": setting + w, "method": method, "n": n, "steps": steps, "units": len(g)}
+    for (attack, setting, method, n, steps), g in both.groupby(["attack", "setting", "method", "n", "steps"]):
+        row = {"attack": attack, "setting": setting, "method": method, "n": n, "steps": steps, "units": len(g)}
         for s in (baseline, other):
             row[f"RA {s}"] = g[f"ra {s}"].mean()
             row[f"ER {s}"], row[f"ER {s}_lo"], row[f"ER {s}_hi"] = bootstrap_ci(

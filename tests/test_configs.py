@@ -51,6 +51,20 @@ def test_unknown_names_fail_at_compose():
         compose_cfg("relearn", ["data=cifar100"])
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
+def test_experiments_set_only_keys_that_exist(experiment):
+    """A study's overrides land on real keys: no stale group (`method:` before it became `unlearned:`) that
+    composes silently into an unused node while the real recipe keeps its full-size defaults."""
+    cfg = compose_cfg("relearn", [f"+experiment={experiment}"])
+    base = compose_cfg("relearn", [])
+    assert set(cfg) <= set(base), set(cfg) - set(base)
+
+
+def test_classes_and_grids_take_a_users_checkpoint():
+    cfg = compose_cfg("classes", ["unlearned=safemax", "unlearned.checkpoint=/some/folder"])
+    assert cfg.unlearned.checkpoint == "/some/folder" and cfg.unlearned.args.steps == 200
+
+
 def test_misspelled_hyperparameter_fails_at_start_up():
     cfg = compose_cfg("unlearn", ["unlearned=safemax", "+unlearned.args.lamda=2"])
     with pytest.raises(UserError, match="no hyperparameter lamda; valid: .*lam"):

@@ -84,6 +84,14 @@ def test_cli_bad_input_one_line_nonzero_no_records(tiny_root, tmp_path, override
     assert not (tmp_path / "results" / "records.jsonl").exists()
 
 
+def test_an_attack_config_of_another_family_is_refused_by_name(tmp_path, monkeypatch):
+    res = run_cli("attacks.finetune", ["attack=relearn_lora", f"paths.results={tmp_path}/results",
+                                       f"paths.artifacts={tmp_path}/artifacts"], tmp_path, monkeypatch)
+    assert res.returncode == 2 and not (tmp_path / "artifacts").exists()
+    assert ("attack=relearn_lora is a relearn attack: run it as python -m attacks.relearn, not attacks.finetune"
+            in res.stderr.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_pretrain_and_unlearn_clis_build_cached_artifacts(tiny_root, tmp_path):
     common = [*TINY, f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]

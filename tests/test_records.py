@@ -191,3 +191,13 @@ def test_report_check_passes_on_a_fresh_copy_and_fails_on_a_stale_report(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "differs from what" in err[0] and "run python -m evaluation.report" in err[0]
     assert "SAFEMAX" in report.read_text()  # --check never writes
+
+
+def test_a_record_of_a_newer_schema_is_refused_by_name(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"key": "a", "kind": "attack"}\n{"key": "b", "kind": "attack", "schema": 2}\n'
+                    '{"key": "c", "kind": "attack", "schema": 99}\n')
+    with pytest.raises(UserError, match=r"records.jsonl:3 has record schema 99; this toolkit reads 1..2"):
+        read_records(path)
+    path.write_text('{"key": "a", "kind": "attack"}\n{"key": "b", "kind": "attack", "schema": 2}\n')
+    assert [r["key"] for r in read_records(path)] == ["a", "b"]  # schema 1 (no field) and 2 are read alike

@@ -355,6 +355,11 @@ def test_sampler_comparison_pairs_units_and_never_mixes_samplers(tmp_path):
     t3 = sampler_comparison(attack_frame(broken), "DDIM-10", "DDPM-1000").set_index("steps")
     assert t3.loc[10, "units"] == 1 and t3.loc[10, "ER DDPM-1000"] == pytest.approx(0.6)
     assert t3.loc[10, "RA DDPM-1000"] == pytest.approx(0.9) and t3.loc[10, "ER diff"] == pytest.approx(0.4)
+    # a second guidance weight in both studies: its own rows ("default w=3"), never merged with w = 2's
+    w3 = [{**r, "guidance_w": 3.0, "key": r["key"] + "/w3"} for r in recs]
+    t4 = sampler_comparison(attack_frame(recs + w3), "DDIM-10", "DDPM-1000")
+    assert set(t4["setting"]) == {"default w=2", "default w=3"}
+    assert (t4.set_index(["setting", "steps"]).loc[("default w=3", 10), "ER diff"] == pytest.approx(0.3))
     for r in recs:  # the report compares with the defender's DDIM-25
         if r["sampler"]["steps"] == 10:
             r["sampler"] = {"name": "ddim", "steps": 25, "eta": 0.0}
