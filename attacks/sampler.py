@@ -12,6 +12,7 @@ and keeps the best one gets the class back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -41,8 +42,9 @@ def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
     a = cfg.attack
     ws = [float(w) for w in check_list(a.guidance_w, "attack.guidance_w", "[0,1,2,4,8]")]
     etas = [float(e) for e in check_list(a.eta, "attack.eta", "[0,1]")]
-    if not ws or not etas or any(w < 0 for w in ws) or any(e < 0 for e in etas):
-        raise UserError(f"attack.guidance_w and attack.eta must be non-empty lists of values >= 0, got {ws}, {etas}")
+    if not ws or not etas or not all(0 <= v < math.inf for v in [*ws, *etas]):
+        raise UserError(f"attack.guidance_w and attack.eta must be non-empty lists of finite values >= 0, got {ws}, "
+                        f"{etas}")
     n, base = check_count(cfg.eval.n), SamplerSpec.from_cfg(cfg.sampler)
     return [Plan(f"w={w:g} eta={eta:g}",
                  lambda model, gen, spec=base.with_(guidance_w=w, eta=eta):

@@ -15,6 +15,7 @@ import argparse
 import fcntl
 import gzip
 import json
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -93,10 +94,26 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _finite(value):
+    """NaN and inf (an undefined TPR, an unresolvable CI) as null: JSON has no NaN, and strict readers refuse it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(record: dict) -> str:
+    """One record as strict JSON (sorted keys; NaN / inf as null): the only way records are written."""
+    return json.dumps(_finite(record), sort_keys=True, default=str, allow_nan=False)
+
+
 def append_record(path: str | Path, record: dict, replace: bool = False) -> bool:
     """Append `record` unless its key exists (replace=True: drop the existing line first); True if written."""
     path = Path(path)
-    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+    line = (to_json(record) + "\n").encode()
     with _locked(path):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -194,7 +211,7 @@ def export(src: str | Path, dst: str | Path, fresh: bool = False) -> int:
     dst = Path(dst)
     merged = {} if fresh else {r["key"]: r for r in read_records(dst)}
     merged.update({r["key"]: r for r in read_all(src)})
-    lines = "".join(json.dumps(merged[k], sort_keys=True, default=str) + "\n" for k in sorted(merged))
+    lines = "".join(to_json(merged[k]) + "\n" for k in sorted(merged))
     with atomic_write(dst, "--to") as tmp:
         tmp.write_bytes(gzip.compress(lines.encode(), compresslevel=9, mtime=0))
     return len(merged)

@@ -326,3 +326,12 @@ def test_best_of_m_without_replacement_is_unbiased_for_m_seed_success():
             mean = sum(math.comb(n, h) * p**h * (1 - p) ** (n - h)
                        * _hit_any(torch.arange(n) < h, sizes=(m,))[str(m)] for h in range(n + 1))
             assert mean == pytest.approx(1 - (1 - p) ** m, abs=1e-4)
+
+
+@pytest.mark.parametrize("grid", ["attack.guidance_w=[0,nan]", "attack.eta=[inf]", "attack.guidance_w=[-1]"])
+def test_sampler_probe_grid_must_be_finite_and_nonnegative(grid):
+    from attacks import sampler
+    from unlearn.errors import UserError
+
+    with pytest.raises(UserError, match="non-empty lists of finite values >= 0"):
+        sampler.plans(compose_cfg("sampler", [grid]), ctx=None)  # checked before any model is touched

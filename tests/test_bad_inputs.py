@@ -138,6 +138,15 @@ def setup_truncated_checkpoint(d: Path) -> list[str]:
     return [f"unlearned.checkpoint={ck}"]
 
 
+def setup_nan_checkpoint(d: Path) -> list[str]:
+    model = build_unet(TINY_ARCH, (1, 8, 8), 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    model.save_pretrained(str(d / "ckpt"), safe_serialization=True)
+    return [f"unlearned.checkpoint={d / 'ckpt'}"]
+
+
 def setup_shape_mismatch(d: Path) -> list[str]:
     ck = _checkpoint(d / "ckpt")
     cfg = json.loads((ck / "config.json").read_text())
@@ -214,6 +223,12 @@ CASES: dict[str, Case] = {
     "pickle-checkpoint-file": Case([], r"model.pt is a pickle file, which can execute code, and is refused",
                                    setup=setup_pickle_file),
     "corrupt-checkpoint": Case([], r"safetensors is truncated or corrupt", setup=setup_corrupt_checkpoint),
+    # garbage is never recorded as recovery: NaN samples would be clamped into images the judge calls a class
+    "nan-weights-checkpoint": Case([*TINY_ALL], r"the model's samples hold NaN or inf .*nothing was recorded",
+                                   setup=setup_nan_checkpoint, builds=True),
+    "nan-weights-audit": Case([*TINY_ALL], r"the audit's .* scores hold NaN or inf.*nothing was recorded",
+                              entry="attacks.mia", setup=setup_nan_checkpoint, builds=True),
+    "nan-guidance": Case(["sampler.guidance_w=nan"], r"sampler.guidance_w=nan: use a finite weight"),
     "truncated-checkpoint": Case([], r"safetensors is truncated or corrupt", setup=setup_truncated_checkpoint),
     "shape-mismatched-checkpoint": Case([], r"weights do not match its config.json \(.* is \(\d+",
                                         setup=setup_shape_mismatch),

@@ -1,5 +1,6 @@
 """Records: atomic append, dedupe by key, torn-line repair; metrics' golden numbers; artifact cache."""
 
+import gzip
 import json
 
 import pytest
@@ -201,3 +202,20 @@ def test_a_record_of_a_newer_schema_is_refused_by_name(tmp_path):
         read_records(path)
     path.write_text('{"key": "a", "kind": "attack"}\n{"key": "b", "kind": "attack", "schema": 2}\n')
     assert [r["key"] for r in read_records(path)] == ["a", "b"]  # schema 1 (no field) and 2 are read alike
+
+
+def test_records_are_strict_json_nan_as_null(tmp_path):
+    """Every committed record parses with a strict parser (no NaN / Infinity tokens), and a record holding NaN
+    or inf is written with null there."""
+    from evaluation.records import COMMITTED, to_json
+
+    def refuse(token):
+        raise ValueError(f"non-JSON token {token}")
+
+    for f in COMMITTED.glob("*.jsonl.gz"):
+        for line in gzip.decompress(f.read_bytes()).decode().splitlines():
+            json.loads(line, parse_constant=refuse)
+    append_record(tmp_path / "r.jsonl", {"key": "a", "tpr": float("nan"), "m": {"x": float("inf")}, "l": [1.0]})
+    line = (tmp_path / "r.jsonl").read_text()
+    assert json.loads(line, parse_constant=refuse) == {"key": "a", "tpr": None, "m": {"x": None}, "l": [1.0]}
+    assert to_json({"b": 1, "a": float("-inf")}) == '{"a": null, "b": 1}'

@@ -8,6 +8,7 @@ attacker may pick another (sampler=ddpm), and the sampler probes (attacks/sample
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -43,7 +44,10 @@ class SamplerSpec:
         if variance not in VARIANCES:
             raise UserError(f"sampler.variance={variance!r}: use one of {', '.join(VARIANCES)}")
         spec = cls(int(s.steps), float(s.eta), float(s.guidance_w), int(s.batch_size), clip, variance)
-        if not 1 <= spec.steps <= 1000 or spec.batch_size < 1 or spec.eta < 0:
+        if not math.isfinite(spec.guidance_w):
+            raise UserError(f"sampler.guidance_w={spec.guidance_w}: use a finite weight (the dataset's default: "
+                            "data.guidance_w)")
+        if not 1 <= spec.steps <= 1000 or spec.batch_size < 1 or not 0 <= spec.eta < math.inf:
             raise UserError(f"sampler.steps must be in [1, 1000], sampler.batch_size >= 1 and sampler.eta >= 0; "
                             f"got {spec.steps}, {spec.batch_size}, {spec.eta}")
         return spec
@@ -78,10 +82,14 @@ class SamplerSpec:
 
     def sample(self, model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
                seed: int) -> tuple[torch.Tensor, Timer]:
-        """Samples for `labels` ([N, C, H, W] on CPU, in [-1, 1]) and what they cost."""
+        """Samples for `labels` ([N, C, H, W] on CPU, in [-1, 1]) and what they cost. Non-finite samples (a checkpoint
+        with NaN weights, a diverged attack, NaN guidance) stop here: the judge would call them a class."""
         timer = Timer(next(model.parameters()).device)
         with timer:
             x = ddim_sample(model, schedule, labels, image_shape, null_class(model), self.guidance_w, self.steps,
                             self.eta, torch.Generator().manual_seed(seed + NOISE_OFFSET), self.batch_size, self.clip,
                             variance=self.variance)
+        if not bool(torch.isfinite(x).all()):
+            raise UserError(f"the model's samples hold NaN or inf ({self.label}, w={self.guidance_w:g}): its weights "
+                            "or the attack diverged; nothing was recorded for this point")
         return x, timer
