@@ -162,8 +162,8 @@ def plans(cfg: DictConfig, ctx: Context) -> Audit:
         sn = mia_scores(model, ctx.schedule, nonmembers.to(dev), ctx.forget_class, **kw)
         bad = [name for name in sm if not (np.isfinite(sm[name][0]).all() and np.isfinite(sn[name][0]).all())]
         if bad:
-            raise UserError(f"the audit's {bad[0]} scores hold NaN or inf: the model's weights are not finite; "
-                            "nothing was recorded")
+            raise UserError(f"the audit's {bad[0]} scores hold NaN or inf: the model's outputs are not finite (its "
+                            "weights, or a diverged model); nothing was recorded")
         return [{"score": name, "queries_per_sample": q,
                  "metrics": evaluate(sm[name][0], sn[name][0], tuple(fprs), float(a.shadow_fraction), ctx.seed)}
                 for name, (_, q) in sm.items()]

@@ -86,10 +86,13 @@ def run(cfg: DictConfig) -> dict:
             eval={"nfe": ev.nfe(n * len(per)), "wall_s": round(timer.wall_s, 3)}, device=device_name(ctx.device),
         ).to_dict()
         append_record(records_path, rec, replace=bool(cfg.get("overwrite")))
+    def num(key: str) -> float:  # absent in old records, null where not finite (strict JSON)
+        return float("nan") if rec.get(key) is None else rec[key]
+
     print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): "
           f"forget RA {rec['forget_ra']:.3f}, "
-          f"noise {rec.get('forget_noise', float('nan')):.3f}, retained mean RA {rec['retained_mean_ra']:.3f}, "
-          f"min class RA {rec['min_class_ra']:.3f}, FID retained {rec.get('fid_retained', float('nan')):.2f}")
+          f"noise {num('forget_noise'):.3f}, retained mean RA {rec['retained_mean_ra']:.3f}, "
+          f"min class RA {rec['min_class_ra']:.3f}, FID retained {num('fid_retained'):.2f}")
     print("per class:", rec["per_class_ra"])
     return rec
 

@@ -429,6 +429,7 @@ def mia_table(records: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> pd.
     if "time" in d:  # one audit per (model, score, class, seed): the newest
         d = d.sort_values("time", kind="stable").drop_duplicates(["model", "score", *UNIT], keep="last")
     metrics = ["auc", *sorted(c for c in d.columns if c.startswith("tpr_at_"))]
+    d[metrics] = d[metrics].apply(pd.to_numeric)  # null (an unresolvable TPR, strict JSON) -> NaN, float columns
     rows = []
     for (model, score), g in d.groupby(["model", "score"]):
         unit = g.groupby(UNIT)[metrics].mean()

@@ -186,6 +186,7 @@ class Case:
     setup: Callable[[Path], list[str]] | None = None
     builds: bool = False                          # needs the tiny models built (shared artifacts folder)
     skip_if: bool = False
+    fails_at: int = 0                             # the budget it fails at: points below it are valid and kept
     extra: list[str] = field(default_factory=list)
 
 
@@ -242,7 +243,7 @@ CASES: dict[str, Case] = {
                                 r"method ga diverged .*lower unlearned.args.lr and rerun \(nothing was saved\)",
                                 entry="unlearn.run", builds=True),
     "attack-diverges": Case([*TINY_ALL, "attack.lr=1e30"], r"the loss became NaN or inf before step 2; lower attack.lr",
-                            builds=True),
+                            builds=True, fails_at=2),
     "unwritable-results": Case([], r"Not a directory: .*afile/results.*; check that path, or set paths.results",
                                setup=setup_unwritable_results),
     "unwritable-artifacts": Case([*TINY_ALL], r"set paths.artifacts to a writable folder",
@@ -304,8 +305,13 @@ def test_bad_input_gets_one_line_and_nonzero_exit(name, process, tmp_path, share
         pytest.skip("CUDA is available here")
     args = [*case.args, *(case.setup(tmp_path) if case.setup else [])]
     env_root = shared if case.builds else tmp_path
+    recorded = read_records(env_root / "results" / "records.jsonl", strict=False)
     res = (_run(case.entry, args, tmp_path, env_root) if process
            else run_cli(case.entry, args, tmp_path, monkeypatch, env_root))
+    # nothing recorded by the failed run (the shared root holds other cases' records), except, for an attack that
+    # diverges, the points before the divergence (budget 0: the untouched model, a valid measurement)
+    new = [r for r in read_records(env_root / "results" / "records.jsonl", strict=False) if r not in recorded]
+    assert all(r["budget"]["steps"] < case.fails_at for r in new) if case.fails_at else not new, new
     assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
     line = _one_error_line(res)
     assert re.search(case.expect, line), line
