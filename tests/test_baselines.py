@@ -66,6 +66,7 @@ def test_salun_mask_has_the_configured_density(density):
     assert set(torch.cat([m.flatten() for m in mask.values()]).unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_salun_mask_freezes_unmasked_weights():
     model, data = _fitted_model()
     mask, _ = saliency_mask(model, data, 0.5, 8, torch.Generator().manual_seed(0))
@@ -81,6 +82,7 @@ def test_random_other_class_never_the_forget_class_and_covers_the_rest():
     assert 3 not in c.tolist() and set(c.tolist()) == {0, 1, 2, 4, 5, 6}
 
 
+@pytest.mark.slow
 def test_sa_fisher_is_nonnegative_and_finite():
     model, data = _fitted_model()
     f = fisher_diagonal(model, data.retain_x[:6], data.retain_y[:6], S, torch.Generator().manual_seed(0))
