@@ -102,8 +102,6 @@ class Guards:
                 "retained_ra": round(retained, 5), "retained_n": len(self.labels), "fid_real_n": len(self.real)}, timer
 
 
-
-
 @dataclass
 class AttackJob:
     """What is fixed over one run of a plan: the evaluation and the identity of its points. A point's key is
@@ -123,6 +121,7 @@ class AttackJob:
     key: dict
     run_id: str
     unlearn_sg: int | None
+    out_dir: Path  # the plan's figures and sample strips
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig, ctx: Context, plan: Plan) -> AttackJob:
@@ -144,7 +143,8 @@ class AttackJob:
         unlearned = ctx.provenance(ctx.model_folder("unlearned"))
         return cls(cfg, ctx, plan, ev, n, budgets, params, job_roles, judge,
                    Guards(ctx, judge, ev, per_class, inception) if per_class else None, key,
-                   key_of({**key, "unlearned": unlearned["key"]}), unlearned.get("unlearn", {}).get("sample_gradients"))
+                   key_of({**key, "unlearned": unlearned["key"]}), unlearned.get("unlearn", {}).get("sample_gradients"),
+                   output_dir(cfg, plan))
 
     @property
     def records_path(self) -> Path:
@@ -167,14 +167,15 @@ def run_attack(cfg: DictConfig, plan: Plan, ctx: Context | None = None) -> list[
     job = AttackJob.from_cfg(cfg, ctx, plan)
     wanted = set()
     for role in job.roles:
-        prov = ctx.provenance(ctx.model_folder(role))
+        folder = ctx.model_folder(role)
+        prov = ctx.provenance(folder)
         keys = job.point_keys(prov["key"])
         wanted |= set(keys.values())
         have = job.recorded()
         if all(k in have for k in keys.values()):
             log.info("%s: all %d points already recorded", role, len(keys))
             continue
-        model = ctx.load(ctx.model_folder(role))
+        model = ctx.load(folder)
         for state in plan.states(model, torch.Generator().manual_seed(ctx.seed)):
             if keys[state.steps] not in have:
                 rec = _score(job, role, prov, state, keys[state.steps])
@@ -192,7 +193,7 @@ def _score(job: AttackJob, role: str, prov: dict, state: AttackState, key: str) 
     hits = probs.argmax(-1) == ctx.forget_class
     s = {k: round(v, 5) for k, v in score(probs, ctx.forget_class).items()}
     guard, gtimer = job.guards(state.model, x, hits) if job.guards else ({}, Timer(ctx.device))
-    _save_strip(x[:16], output_dir(job.cfg, job.plan) / "samples" / f"{role}_steps{state.steps}.npy")
+    _save_strip(x[:16], job.out_dir / "samples" / f"{role}_steps{state.steps}.npy")
     log.info("%s %s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, job.plan.setting, state.steps, s["ra"],
              s["ra_ci_low"], s["ra_ci_high"], s["entropy"], guard)
     n_eval = (0 if drawn else n) + (len(job.guards.labels) if job.guards else 0)
@@ -260,14 +261,15 @@ def run_audit(cfg: DictConfig, audit: Audit, ctx: Context | None = None) -> list
     run_id = key_of({**job, "unlearned": ctx.provenance(ctx.model_folder("unlearned"))["key"]})
     wanted = set()
     for role in audit_roles:
-        prov = ctx.provenance(ctx.model_folder(role))
+        folder = ctx.model_folder(role)
+        prov = ctx.provenance(folder)
         keys = {name: key_of({**job, "model": prov["key"], "score": name}) for name in audit.scores}
         wanted |= set(keys.values())
         have = set() if overwrite else existing_keys(records_path)
         if all(k in have for k in keys.values()):
             log.info("%s: audit already recorded", role)
             continue
-        model, timer = ctx.load(ctx.model_folder(role), fp32=True), Timer(ctx.device)
+        model, timer = ctx.load(folder, fp32=True), Timer(ctx.device)
         with timer, fp32_math():
             results = audit.run(model)
         for res in (r for r in results if keys[r["score"]] not in have):

@@ -241,11 +241,10 @@ def study_section(records: list[dict], study: str, fig_dir: Path) -> str:
         return f"_No records of study {study} yet._"
     out = [*_attack_blocks(atk, study, fig_dir)] if atk else []
     if mia:
-        mt = mia_table(mia)
-        out.append("**Membership inference audit** (members: the forget class's training images; non-members: its "
-                   "test images; AUC on all, TPR at FPR with thresholds fitted on a shadow half, NaN where the shadow "
-                   "half holds fewer than 1/FPR non-members; the oracle is the reference value):\n\n"
-                   + _md(_fmt(mt).set_index("role")))
+        out += _table_block("**Membership inference audit** (members: the forget class's training images; "
+                            "non-members: its test images; AUC on all, TPR at FPR with thresholds fitted on a shadow "
+                            "half, NaN where the shadow half holds fewer than 1/FPR non-members; the oracle is the "
+                            "reference value)", mia_table(mia), "role")
     cmd = _study_command(study)
     if cmd:
         out.append(f"Reproduce:\n\n```\n{cmd}\npython -m evaluation.report\n```")
@@ -277,28 +276,28 @@ def _attack_blocks(atk: list[dict], study: str, fig_dir: Path) -> list[str]:
     sc = scalar_table(frame)
     if not sc.empty:
         sc["b50_sample_grads"] = b50_sample_grads(frame, sc)
-        out.append("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
-                   "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
-                   "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget):\n\n"
-                   + _md(_fmt(sc.drop(columns=["b_max"])).set_index("method")))
-    rb = ra_budget_table(frame)
-    if not rb.empty:
-        out.append("**RA per budget** (mean over units [95% CI]; ER = unlearned minus oracle, same attack and "
-                   "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
-                   "models' mean FID of c_f samples vs real c_f images on judge features):\n\n"
-                   + _md(_fmt(rb).set_index("attack")))
+    out += _table_block("**Summary per attack setting** (AURC: area under normalized recovery over log budget, 0..1; "
+                        "AURC excess: minus the oracle's on the same scale; B@50: budget in optimizer steps where NR "
+                        "first reaches 0.5, median over units, inf = never; NR / ER at the largest budget)",
+                        sc.drop(columns=["b_max"], errors="ignore"), "method")
+    out += _table_block("**RA per budget** (mean over units [95% CI]; ER = unlearned minus oracle, same attack and "
+                        "budget; guards: lowest retained-class RA among the attacked models, and the unlearned "
+                        "models' mean FID of c_f samples vs real c_f images on judge features)",
+                        ra_budget_table(frame), "attack")
     for first, other, mc in _method_pairs(atk, frame):
-        out.append(f"**{first} against {other}, paired by unit** (mean ER of each over the units where "
-                   f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; "
-                   f"negative: {first} recovers less than {other}, relative to the oracle, at that "
-                   "budget):\n\n" + _md(_fmt(mc).set_index("attack")))
-    st = sampler_table(frame)
-    if not st.empty:
-        out.append("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits the "
-                   "noise detector accepts as digits; hit_any_m: the probability that m samples (seeds) hold at "
-                   "least one c_f, i.e. best-of-m, from the N evaluated):\n\n"
-                   + _md(_fmt(st).set_index("role")))
+        out += _table_block(f"**{first} against {other}, paired by unit** (mean ER of each over the units where "
+                            f"both ERs are defined (no guard fails); the difference with a cluster bootstrap CI; "
+                            f"negative: {first} recovers less than {other}, relative to the oracle, at that "
+                            "budget)", mc, "attack")
+    out += _table_block("**Sampler probes** (RA with label c_f under the attacker's sampler; on-data RA: the hits "
+                        "the noise detector accepts as digits; hit_any_m: the probability that m samples (seeds) "
+                        "hold at least one c_f, i.e. best-of-m, from the N evaluated)", sampler_table(frame), "role")
     return [*out, _ledger_block(atk, study, fig_dir)]
+
+
+def _table_block(caption: str, table: pd.DataFrame, index: str) -> list[str]:
+    """A captioned markdown table ([] when the table is empty)."""
+    return [] if table.empty else [f"{caption}:\n\n" + _md(_fmt(table).set_index(index))]
 
 
 def _ledger_block(atk: list[dict], study: str, fig_dir: Path) -> str:
