@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from attacks.common import Prior
 from unlearn.artifacts import artifact, provenance
-from unlearn.pipeline import Context
+from unlearn.errors import UserError
+from unlearn.pipeline import Context, check_finite
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ def get_attacker_clf(ctx: Context, recipe: AttackerClfRecipe = AttackerClfRecipe
         t0 = time.perf_counter()
         net = train_attacker_clf(x, y, ds.num_classes, recipe, ctx.pretrain_seed)
         wall = time.perf_counter() - t0
+        check_finite(net, [], "the attacker classifier's training", "its recipe (attacks/attacker_clf.py)")
         with torch.no_grad():
             acc = (net(ds.x_test).argmax(-1) == ds.y_test).float().mean().item()
         save_file(net.state_dict(), str(folder / "attacker_clf.safetensors"))
@@ -77,8 +80,12 @@ def get_attacker_clf(ctx: Context, recipe: AttackerClfRecipe = AttackerClfRecipe
 
     folder = artifact(ctx.artifacts_root, "attacker_clf", spec, build)
     net = AttackerNet(ds.x_train[0].numel(), ds.num_classes, recipe.hidden)
-    net.load_state_dict(load_file(str(folder / "attacker_clf.safetensors")))
-    prov = provenance(folder)
+    try:
+        net.load_state_dict(load_file(str(folder / "attacker_clf.safetensors")))
+        prov = provenance(folder)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise UserError(f"cached attacker classifier {folder} is missing or corrupt ({type(e).__name__}); delete "
+                        "the folder and rerun to rebuild") from e
     n_pool = sum(len(ds.pool_index[c]) for c in range(ds.num_classes))
     cost = Prior(sample_gradients=int(prov.get("train_sample_gradients", recipe.epochs * n_pool)),
                  wall_s=float(prov.get("train_wall_s", 0.0)), device_s=float(prov.get("train_wall_s", 0.0)))

@@ -84,33 +84,12 @@ class Audit:
     run: Callable[[torch.nn.Module], list[dict]]
 
 
-def check_list(value, name: str, example: str) -> list:
-    """A config value that must be a list (a bare scalar on the command line is the usual slip)."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise UserError(f"{name}={value} must be a list, e.g. {name}={example}")
-    return list(value)
-
-
-def check_budgets(budgets) -> list[int]:
-    b = [int(x) for x in check_list(budgets, "attack.budgets", "[0,10,100]")]
-    if not b or any(x < 0 for x in b) or b != sorted(set(b)):
-        raise UserError("attack.budgets must be a non-empty, strictly increasing list of steps >= 0, "
-                        f"got {list(budgets)}")
-    return b
-
-
 def check_k(k, pool: torch.Tensor, forget_class: int) -> int:
     k = int(k)
     if not 1 <= k <= len(pool):
         raise UserError(f"attack.k={k} but the attacker pool of class {forget_class} holds "
                         f"{len(pool)} images; use 1 <= attack.k <= {len(pool)}")
     return k
-
-
-def check_positive(a, *names: str) -> None:
-    bad = [n for n in names if not float(a[n]) > 0]
-    if bad:
-        raise UserError(f"attack.{bad[0]} must be positive, got {a[bad[0]]}")
 
 
 def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor],

@@ -23,9 +23,8 @@ import torch
 from omegaconf import DictConfig
 
 from attacks.attacker_clf import confused_class, get_attacker_clf
-from attacks.common import AttackState, Plan, Prior, check_positive, optimize
+from attacks.common import AttackState, Plan, Prior, optimize
 from unlearn.diffusion import Schedule, ddim_sample, eps_loss, sampling_nfe
-from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
 from unlearn.model import Timer, null_class
 from unlearn.pipeline import Context
@@ -75,13 +74,6 @@ def setting(a: DictConfig, neighbour: int | None) -> str:
 def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
     """The attack's settings checked; one plan: fine-tune on attack.data (never an image of c_f)."""
     a = cfg.attack
-    if a.data not in DATA:
-        raise UserError(f"attack.data={a.data!r}; use one of {', '.join(DATA)}")
-    check_positive(a, "batch_size", "lr")
-    if not 0 <= float(a.label_dropout) < 1:
-        raise UserError(f"attack.label_dropout={a.label_dropout}: use a probability in [0, 1)")
-    if a.data == "own" and int(a.n_own) < 1:
-        raise UserError(f"attack.n_own={a.n_own}: the data-free variant needs >= 1 own sample per class")
     neighbour, clf_cost = None, Prior()
     if a.data == "neighbour":
         clf, clf_cost = get_attacker_clf(ctx)

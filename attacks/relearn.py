@@ -18,10 +18,9 @@ from collections.abc import Iterator
 import torch
 from omegaconf import DictConfig
 
-from attacks.common import AttackState, Plan, check_k, check_positive, optimize
+from attacks.common import AttackState, Plan, check_k, optimize
 from attacks.lora import add_lora
 from unlearn.diffusion import Schedule, eps_loss
-from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
 from unlearn.pipeline import Context
 
@@ -49,9 +48,6 @@ def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
     a = cfg.attack
     pool = ctx.ds.attacker_pool(ctx.forget_class)
     k = check_k(a.k, pool, ctx.forget_class)
-    check_positive(a, "batch_size", "lr")
-    if int(a.lora_rank) < 0:
-        raise UserError(f"attack.lora_rank must be >= 0 (0 = full weights), got {a.lora_rank}")
 
     def states(model, gen):
         images = pool[torch.randperm(len(pool), generator=gen)[:k]]

@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from evaluation.fid import fid
+from evaluation.fid import fid, inception_state
 from evaluation.harness import get_judge
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
@@ -25,7 +25,7 @@ from unlearn.artifacts import key_of
 from unlearn.errors import cli, exit_on_user_error
 from unlearn.model import device_name
 from unlearn.pipeline import Context
-from unlearn.sampling import SamplerSpec, check_count
+from unlearn.sampling import SamplerSpec
 
 
 def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int, seed: int):
@@ -50,12 +50,14 @@ def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int
 def run(cfg: DictConfig) -> dict:
     ctx = Context.from_cfg(cfg)
     ev = SamplerSpec.from_cfg(cfg.sampler)
-    n = check_count(cfg.eval.n_per_class, "eval.n_per_class")
+    n = int(cfg.eval.n_per_class)
+    inception = cfg.eval.get("inception_weights")
+    if inception:
+        inception_state(inception)  # refused now if it is not a plain state dict
     judge = get_judge(ctx, cfg.judge)
     folder = ctx.unlearned()
     prov = ctx.provenance(folder)
     records_path = Path(cfg.paths.results) / "records.jsonl"
-    inception = cfg.eval.get("inception_weights")
     key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": ev.key(), "n": n, "seed": ctx.seed,
                   "judge": judge.id, "forget_class": ctx.forget_class,
                   **({"inception": inception} if inception else {}), **ctx.fast_key()})

@@ -7,6 +7,7 @@ user gives the Inception weights file (`inception_weights=`), since torch-fideli
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -48,15 +49,35 @@ class JudgeFeatures(FeatureExtractorBase):
 
 
 class _Images(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor, channels: int = 1):
+    """Images in [-1, 1] as uint8; channels=3: grey images repeated to RGB (Inception's input)."""
+
+    def __init__(self, images: torch.Tensor, channels: int | None = None):
         u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        self.x = u8.expand(-1, channels, -1, -1) if channels != u8.shape[1] else u8
+        self.x = u8.expand(-1, channels, -1, -1) if channels and channels != u8.shape[1] else u8
 
     def __len__(self):
         return len(self.x)
 
     def __getitem__(self, i):
         return self.x[i]
+
+
+def inception_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The Inception weights (eval.inception_weights) as tensors, loaded with weights_only=True: a file that
+    would run code when unpickled, or that is not a state dict, is refused with one line."""
+    fix = "give the pt_inception-2015-12-05 weights file (a state dict), or null for judge-feature FID"
+    if not Path(path).is_file():
+        raise UserError(f"eval.inception_weights={path} is not a file; {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError (code, a class), EOFError, zip errors: all refused
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"eval.inception_weights={path} is refused: torch.load(weights_only=True) rejects it "
+                        f"({why}); {fix}") from e
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"eval.inception_weights={path} holds {type(state).__name__}, not a state dict of "
+                        f"tensors; {fix}")
+    return state
 
 
 def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None = None,
@@ -67,12 +88,14 @@ def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None =
     common = dict(fid=True, cuda=cuda, save_cpu_ram=True, cache=False, verbose=False,
                   batch_size=500)
     if inception_weights:
-        if not Path(inception_weights).is_file():
-            raise UserError(f"inception_weights={inception_weights} is not a file; "
-                            "give the pt_inception-2015-12-05 weights")
-        out = torch_fidelity.calculate_metrics(input1=_Images(generated, 3), input2=_Images(real, 3),
-                                               feature_extractor="inception-v3-compat",
-                                               feature_extractor_weights_path=str(inception_weights), **common)
+        # torch-fidelity unpickles the file it is given with weights_only=False: give it only a file this
+        # process wrote from tensors it loaded with weights_only=True
+        with tempfile.TemporaryDirectory() as tmp:
+            safe = Path(tmp) / "inception.pth"
+            torch.save(inception_state(inception_weights), safe)
+            out = torch_fidelity.calculate_metrics(input1=_Images(generated, 3), input2=_Images(real, 3),
+                                                   feature_extractor="inception-v3-compat",
+                                                   feature_extractor_weights_path=str(safe), **common)
     else:
         if "judge" not in FEATURE_EXTRACTORS_REGISTRY:
             register_feature_extractor("judge", JudgeFeatures)

@@ -23,21 +23,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.common import AttackState, Audit, Plan, Prior, check_budgets
-from evaluation.fid import fid
+from attacks.common import AttackState, Audit, Plan, Prior
+from evaluation.fid import fid, inception_state
 from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
 from evaluation.ood import OFF_DATA_VERSION, NoiseDetector
 from evaluation.records import append_record, existing_keys, read_records
 from evaluation.schema import AttackPoint, AuditPoint
 from unlearn.artifacts import artifact, key_of
-from unlearn.errors import UserError
 from unlearn.fast import fp32_math
 from unlearn.io import atomic_write
 from unlearn.methods import REFERENCES
 from unlearn.model import Timer, device_name
-from unlearn.pipeline import Context
-from unlearn.sampling import SamplerSpec, check_count
+from unlearn.pipeline import Context, check_finite
+from unlearn.sampling import SamplerSpec
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,7 @@ def get_judge(ctx: Context, judge_cfg: DictConfig) -> Judge:
 
     def build(folder: Path) -> dict:
         judge = train_judge(ctx.ds, recipe, ctx.pretrain_seed, ctx.device)
+        check_finite(judge.net, [judge.meta["final_loss"]], "judge training", "judge.recipe.lr")
         judge.save(folder)
         return {"test_accuracy": judge.meta["test_accuracy"]}
 
@@ -126,15 +126,14 @@ class AttackJob:
     @classmethod
     def from_cfg(cls, cfg: DictConfig, ctx: Context, plan: Plan) -> AttackJob:
         ev = SamplerSpec.from_cfg(cfg.sampler).with_(**plan.sampler)
-        n = check_count(cfg.eval.n)
-        per_class = int(cfg.eval.get("n_retained_per_class", 0))
-        if per_class < 0:
-            raise UserError(f"eval.n_retained_per_class={per_class}: use 0 (no guards) or more")
+        n, per_class = int(cfg.eval.n), int(cfg.eval.get("n_retained_per_class", 0))
         params = plan.params or OmegaConf.to_container(cfg.attack, resolve=True)
-        budgets = check_budgets(params["budgets"])
+        budgets = [int(b) for b in params["budgets"]]
         job_roles = roles(cfg, ctx)  # every setting checked before anything is built
-        judge = get_judge(ctx, cfg.judge)
         inception = cfg.eval.get("inception_weights")
+        if inception:
+            inception_state(inception)  # refused now if it is not a plain state dict
+        judge = get_judge(ctx, cfg.judge)
         key = {"attack": {k: v for k, v in params.items() if k != "budgets"}, "sampler": ev.key(), "n": n,
                "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
                **({"study": cfg.study} if cfg.get("study") else {}),  # a study owns its points (rerun = resume)
@@ -224,9 +223,6 @@ def _budget(state: AttackState, unlearn_sg: int | None) -> dict:
 def roles(cfg: DictConfig, ctx: Context) -> list[str]:
     """The unlearned model, then the references. Attacking a reference itself (unlearned=original / oracle):
     it is run once, under its own role."""
-    bad = [r for r in cfg.references if r not in REFERENCES]
-    if bad:
-        raise UserError(f"references may only name {', '.join(REFERENCES)}; got {bad}")
     return list(dict.fromkeys([*([] if ctx.method_name in REFERENCES else ["unlearned"]),
                                *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -114,7 +115,7 @@ class Judge:
             net = JudgeNet(meta["in_channels"], meta["num_classes"] + 1, meta["recipe"]["width"],
                            meta["recipe"]["feature_dim"])
             net.load_state_dict(load_file(str(folder / "judge.safetensors")))
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
             raise UserError(f"judge checkpoint {folder} is missing or corrupt ({type(e).__name__}); "
                             "delete the folder and rerun to rebuild") from e
         return cls(net.to(device), meta)
@@ -146,6 +147,7 @@ def train_judge(ds: Dataset, recipe: JudgeRecipe, seed: int, device: torch.devic
             loss.backward()
             opt.step()
             sched.step()
+    final_loss = loss.item()
     judge = Judge(net, {})
     pred = judge.probs(ds.x_test).argmax(-1)
     acc = (pred == ds.y_test).float().mean().item()
@@ -153,6 +155,7 @@ def train_judge(ds: Dataset, recipe: JudgeRecipe, seed: int, device: torch.devic
     rejected = (judge.off_data_prob(ds.x_test) > 0.5).float().mean().item()
     judge.meta = {"in_channels": ds.image_shape[0], "num_classes": k, "recipe": asdict(recipe),
                   "seed": seed, "trained_on": "heldout", "train_images": n, "test_accuracy": round(acc, 4),
-                  "test_accuracy_per_class": per_class, "test_rejected_as_off_data": round(rejected, 4)}
+                  "test_accuracy_per_class": per_class, "test_rejected_as_off_data": round(rejected, 4),
+                  "final_loss": final_loss}
     log.info("judge test accuracy %.4f, test images rejected as off-data %.4f", acc, rejected)
     return judge

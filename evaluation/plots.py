@@ -53,6 +53,13 @@ def plot_ra_curve(records: list[dict], path: Path, title: str | None = None) -> 
     _atomic_savefig(fig, path)
 
 
+def _framed(im: np.ndarray) -> np.ndarray:
+    """[C, H, W] -> [H + 2, W + 2] (grey) or [H + 2, W + 2, 3] (RGB): a 1-pixel frame, the channels untouched."""
+    if im.shape[0] == 1:
+        return np.pad(im[0], 1)
+    return np.pad(im.transpose(1, 2, 0), ((1, 1), (1, 1), (0, 0)))
+
+
 def sample_grid(strips: dict[str, np.ndarray], path: Path, title: str = "") -> None:
     """One row per model: images in [-1, 1], [n, C, H, W]."""
     if not strips:
@@ -61,7 +68,7 @@ def sample_grid(strips: dict[str, np.ndarray], path: Path, title: str = "") -> N
     fig, axes = plt.subplots(len(strips), 1, figsize=(ncol * 0.5 + 1.2, len(strips) * 0.65 + 0.4), squeeze=False)
     for ax, (name, x) in zip(axes[:, 0], strips.items()):
         imgs = (np.clip(x, -1, 1) + 1) / 2  # [n, C, H, W]
-        row = np.concatenate([np.pad(im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0), 1) for im in imgs], axis=1)
+        row = np.concatenate([_framed(im) for im in imgs], axis=1)
         ax.imshow(row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)

@@ -24,7 +24,7 @@ from pathlib import Path
 from evaluation.schema import SCHEMA
 from unlearn.diffusion import sampler_label
 from unlearn.errors import UserError
-from unlearn.io import atomic_write, write_error
+from unlearn.io import atomic_write, remove_dead_temporaries, write_error
 
 
 def _valid_lines(text: str) -> list[str]:
@@ -52,13 +52,17 @@ def read_records(path: str | Path, strict: bool = True) -> list[dict]:
             raise UserError(f"{path} is not a readable gzip file of records ({type(e).__name__}); re-export it with "
                             "python -m evaluation.records export") from e
     else:
-        text = path.read_text()
-    out = []
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path} is not a text file of records (byte {e.start} is not UTF-8); move it away or "
+                            "delete it, then rerun") from e
+    out, seen = [], {}
     for i, line in enumerate(_valid_lines(text), 1):
         try:
             rec = json.loads(line)
-            if not isinstance(rec, dict) or "key" not in rec:
-                raise ValueError("not a record")
+            if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+                raise ValueError("not a record: no text key")
         except ValueError as e:
             if strict:
                 raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
@@ -66,11 +70,17 @@ def read_records(path: str | Path, strict: bool = True) -> list[dict]:
         version = rec.get("schema", 1)  # 1: written before evaluation/schema.py; the same fields
         if not isinstance(version, int) or not 1 <= version <= SCHEMA:
             raise UserError(f"{path}:{i} has record schema {version!r}; this toolkit reads 1..{SCHEMA}: update it")
+        if rec["key"] in seen:  # never written by this toolkit (it skips or replaces a key): a hand merge
+            raise UserError(f"{path}:{i} repeats the key of line {seen[rec['key']]}; delete one of the two lines")
+        seen[rec["key"]] = i
         out.append(rec)
     return out
 
 
 def existing_keys(path: str | Path) -> set[str]:
+    """The keys a rerun skips. Also removes the temporary file of an `overwrite=true` rewrite whose writer was
+    killed before its rename (only a dead process's: unlearn/io.py)."""
+    remove_dead_temporaries(Path(path))
     return {r["key"] for r in read_records(path, strict=False)}
 
 
@@ -110,11 +120,22 @@ def to_json(record: dict) -> str:
     return json.dumps(_finite(record), sort_keys=True, default=str, allow_nan=False)
 
 
+def _line_key(path: Path, i: int, line: str) -> str:
+    try:
+        key = json.loads(line).get("key")
+        if not isinstance(key, str):
+            raise ValueError("no text key")
+        return key
+    except (ValueError, AttributeError) as e:
+        raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
+
+
 def append_record(path: str | Path, record: dict, replace: bool = False) -> bool:
     """Append `record` unless its key exists (replace=True: drop the existing line first); True if written."""
     path = Path(path)
     line = (to_json(record) + "\n").encode()
     with _locked(path):
+        remove_dead_temporaries(path)  # an overwrite=true rewrite killed before its rename
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -133,12 +154,7 @@ def append_record(path: str | Path, record: dict, replace: bool = False) -> bool
                     os.ftruncate(fd, len(text.encode()))
                 size = len(text.encode())
             lines = _valid_lines(text)
-            keys = []
-            for i, ln in enumerate(lines, 1):
-                try:
-                    keys.append(json.loads(ln).get("key"))
-                except (ValueError, AttributeError) as e:
-                    raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
+            keys = [_line_key(path, i, ln) for i, ln in enumerate(lines, 1)]
             if record["key"] in keys:
                 if not replace:
                     return False
@@ -150,12 +166,14 @@ def append_record(path: str | Path, record: dict, replace: bool = False) -> bool
                 os.lseek(fd, size, os.SEEK_SET)
                 _write_all(fd, line)
                 os.fsync(fd)
-            except OSError as e:
+            except BaseException as e:  # a full disk, or a signal mid-write (SIGINT, SIGTERM)
                 try:  # roll back a partial line so the file ends on a complete record
                     os.ftruncate(fd, size)
                 except OSError:
                     pass
-                raise write_error(path, e, "paths.results") from e
+                if isinstance(e, OSError):
+                    raise write_error(path, e, "paths.results") from e
+                raise
             return True
         finally:
             os.close(fd)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 import evaluation.entry  # noqa: F401 - registers the attack entry configs (relearn, finetune, ...) with Hydra
 from unlearn.model import Arch
@@ -58,6 +59,9 @@ def run_cli(entry: str, args: list[str], cwd: Path, monkeypatch, env_root: Path 
             runpy.run_module(entry, run_name="__main__", alter_sys=True)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:  # a run stopped while Hydra resolved its run folder leaves Hydra's global config set: a new
+            HydraConfig.instance().cfg = None  # process would start without it
+
     return subprocess.CompletedProcess([entry, *args], code, out.getvalue(), err.getvalue())
 
 

@@ -328,10 +328,10 @@ def test_best_of_m_without_replacement_is_unbiased_for_m_seed_success():
             assert mean == pytest.approx(1 - (1 - p) ** m, abs=1e-4)
 
 
-@pytest.mark.parametrize("grid", ["attack.guidance_w=[0,nan]", "attack.eta=[inf]", "attack.guidance_w=[-1]"])
+@pytest.mark.parametrize("grid", ["attack.guidance_w=[0,nan]", "attack.eta=[inf]", "attack.guidance_w=[-1]",
+                                  "attack.eta=[]"])
 def test_sampler_probe_grid_must_be_finite_and_nonnegative(grid):
-    from attacks import sampler
-    from unlearn.errors import UserError
+    from unlearn.settings import problems
 
-    with pytest.raises(UserError, match="non-empty lists of finite values >= 0"):
-        sampler.plans(compose_cfg("sampler", [grid]), ctx=None)  # checked before any model is touched
+    found = problems(compose_cfg("sampler", [grid]))  # checked at start-up, before any model is touched
+    assert len(found) == 1 and found[0].startswith(grid.split("=")[0] + "=") and "use a non-empty" in found[0]

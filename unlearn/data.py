@@ -141,6 +141,11 @@ def load_mnist_dataset(root: str | None, test_fraction: float = 0.2, split_seed:
     labels = read_idx(_find_idx(root_path, "labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError(f"MNIST files under {root} disagree: images {images.shape}, labels {labels.shape}")
+    if not len(labels):
+        raise UserError(f"the MNIST files under {root} hold no images; re-copy them; {IDX_LAYOUT}")
+    if labels.max() > 9:
+        raise UserError(f"MNIST labels must be in 0..9, found {labels.min()}..{labels.max()} in the files under "
+                        f"{root}; re-copy them")
     if max_images:
         images, labels = images[:max_images], labels[:max_images]
     return _split("mnist", images[:, None] / 127.5 - 1.0, labels, test_fraction, split_seed)
@@ -155,7 +160,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR batches are pickles; a pickle can name any callable. Admit only what numpy arrays need."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               # protocol 5 (numpy >= 1.16 with pickle 5): an array rebuilt from its raw bytes
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:

@@ -2,10 +2,12 @@
 
 `cli(main)` runs a Hydra entry point so that every way of failing on input is one line on stderr:
 - a UserError raised by our checks (exit 2);
+- a setting that breaks its rule (unlearn/settings.py: type, finiteness, range), checked before the task runs;
 - a Hydra or OmegaConf composition error: an unknown option such as `unlearned=foo`, a misspelled key,
   a value of the wrong type (exit 2; Hydra's own multi-line message is folded into one line);
 - an OSError that reaches the top, e.g. a run folder that cannot be created (exit 2);
-- Ctrl-C / SIGINT (exit 130): records already written are kept and a rerun of the same command resumes.
+- Ctrl-C / SIGINT (exit 130) and SIGTERM (exit 143): records already written are kept, temporary files are
+  removed, and a rerun of the same command resumes.
 Anything else is a bug and keeps its traceback.
 """
 
@@ -13,14 +15,16 @@ from __future__ import annotations
 
 import functools
 import os
-import re
+import signal
 import sys
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from unlearn.settings import problems
 
 
 class UserError(Exception):
@@ -32,51 +36,48 @@ def _one_line(text: str) -> str:
     return " ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
-_LITERAL = re.compile(r"(?:invalid literal for int\(\) with base 10|could not convert string to float): '(.*)'$")
+def _os_error_line(e: OSError) -> str:
+    where = f" {e.filename}" if e.filename else ""
+    return (f"{e.strerror or type(e).__name__}:{where}; check that path, or set paths.results / paths.artifacts / "
+            "data.root to a usable folder")
 
 
-def _type_error(e: Exception, cfg) -> UserError | None:
-    """int('abc') / float('abc') on a config value: name the key that holds the bad text."""
-    m = _LITERAL.search(str(e))
-    if not m:
+def _settings_error(cfg: DictConfig) -> UserError | None:
+    found = problems(cfg)
+    if not found:
         return None
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                yield from walk(v, f"{prefix}{k}.")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                yield from walk(v, f"{prefix}{i}.")
-        else:
-            yield prefix[:-1], node
+    return UserError(found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))
 
-    try:
-        keys = [k for k, v in walk(OmegaConf.to_container(cfg, resolve=False), "") if str(v) == m.group(1)]
-    except Exception:  # noqa: BLE001 - not a config: no key to name
-        keys = []
-    where = f"{keys[0]}={m.group(1)!r}" if keys else repr(m.group(1))
-    return UserError(f"{where} is not a number; pass a number on the command line")
+
+def _checked(path: str, *, _root_: DictConfig) -> str:
+    """`${checked:${paths.results}}` in hydra.run.dir / hydra.sweep.dir: every setting is checked when Hydra
+    resolves the run folder, before it creates it (a bad paths.results must not create a folder at /)."""
+    err = None if _multirun() else _settings_error(_root_)  # a sweep's job is checked in its task (the sweep goes on)
+    if err is not None:
+        raise err
+    return path
+
+
+OmegaConf.register_new_resolver("checked", _checked, replace=True)
 
 
 def exit_on_user_error(fn):
-    """Wrap a Hydra task function. In a single run a UserError becomes one line and exit 2 here; in a
-    multirun it is raised, so the launcher finishes the sweep's other jobs and then reports it (Hydra
-    names the failing job's overrides on the line before ours)."""
+    """Wrap a Hydra task function: check every setting (unlearn/settings.py), then run it. In a single run a
+    UserError or an OSError becomes one line and exit 2 here (past this point Hydra would add its own "Error
+    executing job" line); in a multirun it is raised, so the launcher finishes the sweep's other jobs and
+    then reports it (Hydra names the failing job's overrides on the line before ours)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            try:
-                return fn(*args, **kwargs)
-            except (ValueError, TypeError) as e:
-                err = _type_error(e, args[0]) if args else None
-                if err is None:
-                    raise
-                raise err from e
-        except UserError as e:
+            err = _settings_error(args[0]) if args and isinstance(args[0], DictConfig) else None
+            if err is not None:
+                raise err
+            return fn(*args, **kwargs)
+        except (UserError, OSError) as e:
             if _multirun():
                 raise
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {_os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
@@ -89,23 +90,35 @@ def _multirun() -> bool:
         return False
 
 
+class Terminated(BaseException):
+    """SIGTERM (what `timeout`, SLURM and `kill` send), raised like KeyboardInterrupt so that every `finally`
+    runs: temporary files and folders are removed and a record half-written is rolled back."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def cli(main) -> None:
     """Run a @hydra.main function as a command: see the module docstring."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; we print one line
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except (HydraException, OmegaConfBaseException) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        cause = e
+        while cause is not None and not isinstance(cause, UserError):  # ours, raised inside an interpolation
+            cause = cause.__cause__ or cause.__context__
+        print(f"error: {cause if cause is not None else _one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # e.g. Hydra creating its run folder under a path that is a file
-        where = f" {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or type(e).__name__}:{where}; check that path, or set paths.results / "
-              "paths.artifacts / data.root to a usable folder", file=sys.stderr)
+        print(f"error: {_os_error_line(e)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted; the points already recorded are kept: rerun the same command to resume",
+    except (KeyboardInterrupt, Terminated) as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"error: {what}; the points already recorded are kept: rerun the same command to resume",
               file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(e, Terminated) else 130)

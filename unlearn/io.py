@@ -55,7 +55,7 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
 
 
-def _remove_dead_writers_tmp(path: Path) -> None:
+def remove_dead_temporaries(path: Path) -> None:
     """Delete temporary files of `path` left by killed writers of this host (their PID is gone); a live
     writer's, or another host's, is left alone."""
     host = socket.gethostname()
@@ -78,7 +78,7 @@ def atomic_write(path: Path | str, setting: str = "paths.results") -> Iterator[P
     tmp = _tmp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_writers_tmp(path)
+        remove_dead_temporaries(path)
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)

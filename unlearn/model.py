@@ -31,6 +31,16 @@ class Arch:
     norm_num_groups: int = 8
     add_attention: bool = True
 
+    def __post_init__(self):
+        """The settings that must agree with each other (each one alone: unlearn/settings.py)."""
+        n = len(self.block_out_channels)
+        if not len(self.down_block_types) == len(self.up_block_types) == n:
+            raise UserError(f"model.arch has {n} block_out_channels, {len(self.down_block_types)} down_block_types "
+                            f"and {len(self.up_block_types)} up_block_types; give one of each per level")
+        if any(ch % self.norm_num_groups for ch in self.block_out_channels):
+            raise UserError(f"model.arch.norm_num_groups={self.norm_num_groups} must divide every channel count "
+                            f"(model.arch.block_out_channels={list(self.block_out_channels)})")
+
 
 def build_unet(arch: Arch, image_shape: tuple[int, int, int], num_classes: int):
     """UNet2DModel with num_class_embeds = K + 1: row K is the null class used by CFG."""
@@ -39,6 +49,10 @@ def build_unet(arch: Arch, image_shape: tuple[int, int, int], num_classes: int):
     c, h, w = image_shape
     if h != w:
         raise UserError(f"images must be square, got {h}x{w}")
+    levels = len(arch.block_out_channels)
+    if h % 2 ** (levels - 1):
+        raise UserError(f"{h}x{w} images cannot be halved {levels - 1} times (model.arch has {levels} levels); "
+                        "use fewer levels")
     return UNet2DModel(
         sample_size=h, in_channels=c, out_channels=c,
         block_out_channels=tuple(arch.block_out_channels), down_block_types=tuple(arch.down_block_types),

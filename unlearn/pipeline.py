@@ -130,7 +130,7 @@ class Context:
         def build(folder: Path) -> dict:
             model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class,
                                       self.fast)
-            check_finite(model, [], "pretraining", "model.train.lr")
+            check_finite(model, [stats["final_loss"]], "pretraining", "model.train.lr")
             save_unet(model, folder)
             return {"train": stats, "device": str(self.device)}
 
