@@ -19,7 +19,7 @@ from evaluation.fid import fid, inception_state
 from evaluation.harness import get_judge
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
-from evaluation.records import append_record, read_records
+from evaluation.records import append_record, check_records_file, read_records
 from evaluation.schema import ClassPoint
 from unlearn.artifacts import key_of
 from unlearn.errors import cli, exit_on_user_error
@@ -48,16 +48,16 @@ def class_accuracy(model, ctx: Context, judge, ev: SamplerSpec, n_per_class: int
 
 
 def run(cfg: DictConfig) -> dict:
+    records_path = Path(cfg.paths.results) / "records.jsonl"
+    check_records_file(records_path)
     ctx = Context.from_cfg(cfg)
     ev = SamplerSpec.from_cfg(cfg.sampler)
-    n = int(cfg.eval.n_per_class)
-    inception = cfg.eval.get("inception_weights")
+    n, inception = int(cfg.eval.n_per_class), cfg.eval.get("inception_weights")
     if inception:
         inception_state(inception)  # refused now if it is not a plain state dict
     judge = get_judge(ctx, cfg.judge)
     folder = ctx.unlearned()
     prov = ctx.provenance(folder)
-    records_path = Path(cfg.paths.results) / "records.jsonl"
     key = key_of({"kind": "class_accuracy", "model": prov["key"], "sampler": ev.key(), "n": n, "seed": ctx.seed,
                   "judge": judge.id, "forget_class": ctx.forget_class,
                   **({"inception": inception} if inception else {}), **ctx.fast_key()})

@@ -21,6 +21,7 @@ from attacks.common import Audit
 from attacks.registry import ATTACKS
 from evaluation.harness import output_dir, run_attack, run_audit
 from evaluation.plots import plot_ra_curve, sample_grid
+from evaluation.records import check_records_file
 from evaluation.tables import ROLE_ORDER, ra_table
 from unlearn.errors import UserError, cli, exit_on_user_error
 from unlearn.io import write_text
@@ -38,6 +39,7 @@ def run(cfg: DictConfig) -> list[dict]:
     name = cfg.attack.name
     if name not in ATTACKS:
         raise UserError(f"attack.name={name!r} is not a registered attack; use one of {', '.join(ATTACKS)}")
+    check_records_file(Path(cfg.paths.results) / "records.jsonl")
     ctx = Context.from_cfg(cfg)
     job = ATTACKS[name].plans(cfg, ctx)
     if isinstance(job, Audit):

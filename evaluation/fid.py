@@ -7,7 +7,9 @@ user gives the Inception weights file (`inception_weights=`), since torch-fideli
 
 from __future__ import annotations
 
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -69,9 +71,14 @@ def inception_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise UserError(f"eval.inception_weights={path} is not a file; {fix}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a pickle protocol it did not write: noise here
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError (code, a class), EOFError, zip errors: all refused
-        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        named = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
+        said = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        why = (f"it names {named.group(1)}, which a state dict never does" if named else said.group(1)[:120] if said
+               else (str(e).strip().splitlines() or [type(e).__name__])[0][:120])
         raise UserError(f"eval.inception_weights={path} is refused: torch.load(weights_only=True) rejects it "
                         f"({why}); {fix}") from e
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):

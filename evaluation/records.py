@@ -78,10 +78,16 @@ def read_records(path: str | Path, strict: bool = True) -> list[dict]:
 
 
 def existing_keys(path: str | Path) -> set[str]:
-    """The keys a rerun skips. Also removes the temporary file of an `overwrite=true` rewrite whose writer was
-    killed before its rename (only a dead process's: unlearn/io.py)."""
-    remove_dead_temporaries(Path(path))
+    """The keys a rerun skips."""
     return {r["key"] for r in read_records(path, strict=False)}
+
+
+def check_records_file(path: str | Path) -> None:
+    """At start-up, before anything is built: a damaged records file (binary, a bad line, a repeated key) fails
+    with one line now, and the temporary file of an `overwrite=true` rewrite whose writer was killed before its
+    rename is removed (only a dead process's: unlearn/io.py)."""
+    remove_dead_temporaries(Path(path))
+    read_records(path)
 
 
 @contextmanager

@@ -52,6 +52,12 @@ def run_cli(entry: str, args: list[str], cwd: Path, monkeypatch, env_root: Path 
     monkeypatch.setattr(sys, "argv", [entry, *args])
     out, err, code = io.StringIO(), io.StringIO(), 0
     with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+        # warnings reach stderr as in a fresh interpreter (its default filters: each once per place), not pytest
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # hidden outside __main__ by default
+        warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(msg, cat, fn, ln, line))
         # runpy's note that the module is already imported here (a fresh interpreter would not print it)
         warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
                                 category=RuntimeWarning)

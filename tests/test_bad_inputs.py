@@ -16,6 +16,7 @@ import pickle
 import re
 import resource
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -178,6 +179,66 @@ def setup_malformed_records(d: Path) -> list[str]:
     return ["--records", str(d / "records.jsonl"), "--report", str(d / "REPORT.md")]
 
 
+def _records(d: Path, text: bytes) -> list[str]:
+    (d / "results").mkdir(parents=True, exist_ok=True)
+    (d / "results" / "records.jsonl").write_bytes(text)
+    return []
+
+
+def setup_binary_records(d: Path) -> list[str]:
+    return _records(d, b"\x89PNG\r\n\x1a\n\xff\xfe binary\n")
+
+
+def setup_record_non_text_key(d: Path) -> list[str]:
+    return _records(d, b'{"key": 5, "kind": "attack"}\n')
+
+
+def setup_duplicate_keys(d: Path) -> list[str]:
+    return _records(d, b'{"key": "a", "schema": 2}\n{"key": "b", "schema": 2}\n{"key": "a", "schema": 2}\n')
+
+
+def setup_future_schema(d: Path) -> list[str]:
+    return _records(d, b'{"key": "a", "schema": 99}\n')
+
+
+def setup_truncated_judge(d: Path) -> list[str]:
+    from evaluation.harness import get_judge
+    from tests.conftest import compose_cfg
+    from unlearn.pipeline import Context
+
+    cfg = compose_cfg("relearn", TINY_ALL, d)
+    judge = Path(get_judge(Context.from_cfg(cfg), cfg.judge).meta["folder"]) / "judge.safetensors"
+    judge.write_bytes(judge.read_bytes()[:100])
+    return [*TINY_ALL, f"paths.artifacts={d}/artifacts"]
+
+
+def setup_empty_mnist(d: Path) -> list[str]:
+    root = d / "mnist"
+    root.mkdir()
+    _idx(root / "t10k-images-idx3-ubyte", np.zeros((0, 28, 28)), 2051)
+    _idx(root / "t10k-labels-idx1-ubyte", np.zeros(0), 2049)
+    return ["data=mnist", f"data.root={root}"]
+
+
+def setup_mnist_label_255(d: Path) -> list[str]:
+    return ["data=mnist", f"data.root={_mnist(d / 'mnist', [*range(10)] * 6 + [255])}"]
+
+
+def setup_inception_code(d: Path) -> list[str]:
+    (d / "inception.pth").write_bytes(pickle.dumps({"w": _Evil()}, protocol=2))
+    return [f"eval.inception_weights={d / 'inception.pth'}"]
+
+
+def setup_inception_not_state_dict(d: Path) -> list[str]:
+    torch.save([1, 2, 3], d / "inception.pth")
+    return [f"eval.inception_weights={d / 'inception.pth'}"]
+
+
+def setup_os_error_in_run(d: Path) -> list[str]:
+    (d / "results" / "records.jsonl").mkdir(parents=True)  # an OSError inside the task, not one of our checks
+    return []
+
+
 @dataclass
 class Case:
     args: list[str]
@@ -187,6 +248,7 @@ class Case:
     builds: bool = False                          # needs the tiny models built (shared artifacts folder)
     skip_if: bool = False
     fails_at: int = 0                             # the budget it fails at: points below it are valid and kept
+    slow: bool = False                            # trains tiny models of its own: the slow tier
     extra: list[str] = field(default_factory=list)
 
 
@@ -253,11 +315,101 @@ CASES: dict[str, Case] = {
                                  setup=setup_unwritable_artifacts),
     "malformed-records": Case([], r"records.jsonl:2 is not a record line .*fix or delete that line",
                               entry="evaluation.report", setup=setup_malformed_records),
+    # start-up checks of single settings (unlearn/settings.py): one line naming the key, the value and the range
+    "bool-overwrite-no": Case(["overwrite=no"], r"overwrite='no': not true or false; use true or false"),
+    "bool-exclude-forget-no": Case(["exclude_forget=no"], r"exclude_forget='no': not true or false",
+                                   entry="unlearn.pretrain"),
+    "bool-fast-yes": Case(["fast.cpu=yes"], r"fast.cpu='yes': not true or false"),
+    "nan-k": Case(["attack.k=nan"], r"attack.k=nan: not an integer; use an integer in \[1, 1000000\]"),
+    "inf-samples": Case(["eval.n=inf"], r"eval.n=inf: not an integer"),
+    "nan-sampler-steps": Case(["sampler.steps=nan"], r"sampler.steps=nan: not an integer; use an integer in "
+                              r"\[1, 1000\]"),
+    "too-many-sampler-steps": Case(["sampler.steps=5000"], r"sampler.steps=5000: out of range; use an integer in "
+                                   r"\[1, 1000\]"),
+    "unknown-device": Case(["device=tpu"], r"device='tpu': not valid; use auto, cpu, cuda or cuda:N"),
+    "negative-seed": Case(["seed=-1"], r"seed=-1: out of range; use an integer in \[0, 4294967295\]"),
+    "huge-seed": Case(["seed=99999999999"], r"seed=99999999999: out of range"),
+    "zero-threads": Case(["threads=0"], r"threads=0: out of range; use null or an integer in \[1, 1024\]"),
+    "empty-results-path": Case(["paths.results=''"], r"paths.results='': not valid; use a folder path"),
+    "empty-artifacts-path": Case(["paths.artifacts=''"], r"paths.artifacts='': not valid; use a folder path"),
+    "zero-train-batch": Case(["model.train.batch_size=0"], r"model.train.batch_size=0: out of range",
+                             entry="unlearn.pretrain"),
+    "negative-train-steps": Case(["model.train.steps=-5"], r"model.train.steps=-5: out of range",
+                                 entry="unlearn.pretrain"),
+    "negative-unlearn-steps": Case(["unlearned.args.steps=-5"], r"unlearned.args.steps=-5: out of range",
+                                   entry="unlearn.run"),
+    "zero-unlearn-lr": Case(["unlearned.args.lr=0"], r"unlearned.args.lr=0: out of range; use a finite number in "
+                            r"\(0, 1e\+06\]", entry="unlearn.run"),
+    "negative-attack-lr": Case(["attack.lr=-1"], r"attack.lr=-1: out of range"),
+    "zero-judge-epochs": Case(["judge.recipe.epochs=0"], r"judge.recipe.epochs=0: out of range"),
+    "test-fraction-out-of-range": Case(["data.test_fraction=1.5"], r"data.test_fraction=1.5: out of range; use a "
+                                       r"finite number in \(0, 1\)"),
+    "zero-max-images": Case(["data.max_images=0"], r"data.max_images=0: out of range; use null or an integer"),
+    "nan-in-budgets": Case(["attack.budgets=[0,nan]"], r"attack.budgets=\[0, nan\]: element nan not an integer"),
+    "mia-t-out-of-range": Case(["attack.t=[2000]"], r"attack.t=\[2000\]: element 2000 out of range; use a non-empty "
+                               r"list, each an integer in \[0, 999\]", entry="attacks.mia"),
+    "fpr-out-of-range": Case(["attack.fprs=[1.5]"], r"attack.fprs=\[1.5\]: element 1.5 out of range",
+                             entry="attacks.mia"),
+    "secmi-grid": Case(["attack.secmi_k=30"], r"attack.secmi_t=100, attack.secmi_k=30: secmi_t must be a multiple",
+                       entry="attacks.mia"),
+    "zero-sampler-batch": Case(["sampler.batch_size=0"], r"sampler.batch_size=0: out of range"),
+    "zero-class-samples": Case(["eval.n_per_class=0"], r"eval.n_per_class=0: out of range",
+                               entry="evaluation.classes"),
+    "negative-eta": Case(["sampler.eta=-1"], r"sampler.eta=-1: out of range; use a finite number in \[0, 10\]"),
+    "text-split-seed": Case(["data.split_seed=abc"], r"data.split_seed='abc': not an integer"),
+    "list-for-number": Case(["eval.n=[1,2]"], r"eval.n=\[1, 2\]: not an integer"),
+    "unknown-added-key": Case(["+foo=1"], r"foo is not a setting of this command; remove it"),
+    "bad-finetune-data": Case(["attack.data=pool"], r"attack.data='pool': not a valid choice; use one of retain, "
+                              r"neighbour, own", entry="attacks.finetune"),
+    "bad-embedding-init": Case(["attack.init=zero"], r"attack.init='zero': not a valid choice",
+                               entry="attacks.embedding"),
+    "zero-mask-density": Case(["unlearned=salun", "unlearned.args.mask_density=0"],
+                              r"unlearned.args.mask_density=0: out of range; use null or a finite number in \(0, 1\]",
+                              entry="unlearn.run"),
+    # settings that must agree with each other
+    "groups-do-not-divide": Case(["model.arch.norm_num_groups=3"], r"norm_num_groups=3 must divide every channel"),
+    "levels-mismatch": Case(["model.arch.block_out_channels=[8,16,32]"], r"model.arch has 3 block_out_channels, 2 "
+                            r"down_block_types and 2 up_block_types"),
+    # damaged files
+    "binary-records": Case([], r"records.jsonl is not a text file of records .*move it away or delete it",
+                           setup=setup_binary_records),
+    "record-non-text-key": Case([], r"records.jsonl:1 is not a record line \(not a record: no text key\)",
+                                setup=setup_record_non_text_key),
+    "duplicate-record-keys": Case([], r"records.jsonl:3 repeats the key of line 1; delete one of the two lines",
+                                  setup=setup_duplicate_keys),
+    "future-record-schema": Case([], r"records.jsonl:1 has record schema 99; this toolkit reads 1..2",
+                                 setup=setup_future_schema),
+    "truncated-judge-cache": Case([], r"judge checkpoint .* is missing or corrupt \(SafetensorError\); delete the "
+                                  r"folder and rerun to rebuild", setup=setup_truncated_judge),
+    "empty-mnist": Case([], r"the MNIST files under .* hold no images; re-copy them", setup=setup_empty_mnist),
+    "mnist-label-255": Case([], r"MNIST labels must be in 0..9, found 0..255", setup=setup_mnist_label_255),
+    "inception-code-pickle": Case([], r"eval.inception_weights=.*inception.pth is refused: "
+                                  r"torch.load\(weights_only=True\) rejects it \(it names posix.system, which a state "
+                                  r"dict never does\)",
+                                  setup=setup_inception_code),
+    "inception-not-state-dict": Case([], r"inception.pth holds list, not a state dict of tensors",
+                                     setup=setup_inception_not_state_dict),
+    "inception-missing": Case(["eval.inception_weights=/nonexistent/pt_inception.pth"],
+                              r"eval.inception_weights=/nonexistent/pt_inception.pth is not a file"),
+    "os-error-in-run": Case([], r"^error: Is a directory: .*records.jsonl; check that path, or set paths.results",
+                            setup=setup_os_error_in_run),
+}
+# The single-setting rules (unlearn/settings.py) share one code path: the fast tier runs one case per kind of rule
+# (integer, number, boolean, choice, text, list, unknown key) among the older cases and these; the rest run slow.
+SLOW_RULE_CASES = {
+    "bool-exclude-forget-no", "bool-fast-yes", "inf-samples", "nan-sampler-steps", "too-many-sampler-steps",
+    "negative-seed", "huge-seed", "zero-threads", "empty-artifacts-path", "zero-train-batch", "negative-train-steps",
+    "negative-unlearn-steps", "zero-unlearn-lr", "negative-attack-lr", "zero-judge-epochs",
+    "test-fraction-out-of-range", "zero-max-images", "fpr-out-of-range", "zero-sampler-batch",
+    "zero-class-samples", "negative-eta", "text-split-seed", "bad-embedding-init", "zero-mask-density",
+    "unsorted-budgets", "scalar-budgets", "bad-sampler-variance",
 }
 # Entries tested by their own functions below (signals, a full disk) or in tests/test_sweeps.py (SIGKILL).
 OTHER_TESTS = {"disk-full-record": "test_disk_full_during_record_write",
                "disk-full-artifact": "test_disk_full_during_artifact_write",
                "sigint": "test_sigint_mid_run",
+               "sigterm": "test_sigterm_during_a_build",
+               "overwrite-killed-temp": "test_a_killed_overwrite_leaves_no_temporary_file_behind",
                "sigkill": "tests/test_sweeps.py::test_sigkill_then_rerun_loses_and_duplicates_nothing"}
 
 
@@ -282,9 +434,9 @@ def _assert_clean(root: Path) -> None:
         for art in kind.iterdir():
             if art.is_dir():
                 assert (art / "provenance.json").is_file(), f"half-written artifact {art}"
-    for rec in root.rglob("records.jsonl"):
-        text = rec.read_text()
-        assert not text or text.endswith("\n"), f"torn last line in {rec}"
+    for rec in (p for p in root.rglob("records.jsonl") if p.is_file()):
+        text = rec.read_bytes()
+        assert not text or text.endswith(b"\n"), f"torn last line in {rec}"
 
 
 def _one_error_line(res: subprocess.CompletedProcess) -> str:
@@ -300,7 +452,9 @@ def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bad_inputs_shared")
 
 
-@pytest.mark.parametrize("name, process", [(n, False) for n in sorted(CASES)]
+@pytest.mark.parametrize("name, process", [pytest.param(n, False, marks=[pytest.mark.slow] * (CASES[n].slow or
+                                                                                              n in SLOW_RULE_CASES))
+                                           for n in sorted(CASES)]
                          + [pytest.param(n, True, marks=pytest.mark.slow) for n in SUBPROCESS])
 def test_bad_input_gets_one_line_and_nonzero_exit(name, process, tmp_path, shared, monkeypatch):
     case = CASES[name]
@@ -308,13 +462,18 @@ def test_bad_input_gets_one_line_and_nonzero_exit(name, process, tmp_path, share
         pytest.skip("CUDA is available here")
     args = [*case.args, *(case.setup(tmp_path) if case.setup else [])]
     env_root = shared if case.builds else tmp_path
-    recorded = read_records(env_root / "results" / "records.jsonl", strict=False)
+    records = env_root / "results" / "records.jsonl"
+    before, top = (records.read_bytes() if records.is_file() else None), sorted(os.listdir("/"))
     res = (_run(case.entry, args, tmp_path, env_root) if process
            else run_cli(case.entry, args, tmp_path, monkeypatch, env_root))
     # nothing recorded by the failed run (the shared root holds other cases' records), except, for an attack that
     # diverges, the points before the divergence (budget 0: the untouched model, a valid measurement)
-    new = [r for r in read_records(env_root / "results" / "records.jsonl", strict=False) if r not in recorded]
-    assert all(r["budget"]["steps"] < case.fails_at for r in new) if case.fails_at else not new, new
+    if case.fails_at:
+        new = read_records(records)[0 if before is None else before.count(b"\n"):]
+        assert all(r["budget"]["steps"] < case.fails_at for r in new), new
+    else:
+        assert (records.read_bytes() if records.is_file() else None) == before
+    assert sorted(os.listdir("/")) == top  # no run folder at the filesystem root (paths.results='')
     assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
     line = _one_error_line(res)
     assert re.search(case.expect, line), line
@@ -406,3 +565,47 @@ def test_sigint_mid_run(built, tmp_path):
     assert lines == ["error: interrupted; the points already recorded are kept: rerun the same command to resume"]
     assert len(read_records(records)) == n0 + 2  # budgets 0 and 2 of the unlearned model kept
     _assert_clean(built)
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_build(tmp_path):
+    """SIGTERM (timeout, SLURM, kill) while an artifact is being built: exit 143, one line, the build's temporary
+    folder removed; the rerun builds it and finishes."""
+    proc = subprocess.Popen([sys.executable, "-m", "attacks.relearn", *TINY_ALL], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not list((tmp_path / "artifacts").glob("*/.*.tmp-*")) and time.monotonic() - t0 < 120:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before any build started"
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines == ["error: terminated (SIGTERM); the points already recorded are kept: rerun the same command to "
+                     "resume"], err[-3000:]
+    _assert_clean(tmp_path)
+    res = _run("attacks.relearn", TINY_ALL, tmp_path, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(read_records(tmp_path / "results" / "records.jsonl")) == 6
+
+
+def test_a_killed_overwrite_leaves_no_temporary_file_behind(tmp_path, monkeypatch):
+    """`overwrite=true` rewrites records.jsonl through a temporary file; a writer SIGKILLed before its rename leaves
+    it behind. The next run (any run that reads the records) removes it: its writer's process is gone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "records.jsonl").write_text("")
+    stale = results / f".records.jsonl.tmp-{socket.gethostname()}-{dead.pid}-abcdef"
+    live = results / f".records.jsonl.tmp-{socket.gethostname()}-{os.getpid()}-abcdef"
+    stale.write_text('{"key": "half a rewrite"')
+    live.write_text("")  # a live writer's (this process): never touched
+    res = run_cli("attacks.relearn", ["attack.k=1000"], tmp_path, monkeypatch, tmp_path)  # fails after the check
+    assert res.returncode == 2 and "attack.k=1000" in res.stderr
+    assert not stale.exists() and live.exists()

@@ -1,5 +1,5 @@
 """Sweeps on real launchers (joblib, submitit_local), shared artifacts built once under concurrency, and
-resume after SIGKILL at random points: the final records equal an uninterrupted run's, 0 lost, 0 duplicated.
+resume after SIGKILL at three random points: the final records equal an uninterrupted run's, 0 lost, 0 duplicated.
 
 The sweep is configs/experiment/sweep_smoke.yaml: 12 jobs (2 methods x 2 classes x 3 seeds) on tiny models,
 one CPU thread per job (so every launcher computes bit-identical points).
@@ -87,49 +87,74 @@ def test_joblib_sweep_of_12_jobs_builds_each_artifact_once(reference):
     assert {r["study"] for r in recs} == {"sweep_smoke"} and len({r["key"] for r in recs}) == N_RECORDS
 
 
+def _subset(records: list[dict]) -> list[str]:
+    """The records of the jobs unlearned=safemax data.forget_class=0 seed=0,1 (their references included)."""
+    return sorted(json.dumps(content(r), sort_keys=True) for r in records
+                  if r["forget_class"] == 0 and r["seed"] in (0, 1) and (r["role"] != "unlearned"
+                                                                          or r["method"] == "safemax"))
+
+
 def test_submitit_local_sweep_gives_the_same_records(reference, tmp_path):
-    _, ref = reference
-    res = _sweep(tmp_path, ["hydra/launcher=submitit_local"])
+    """Two of the sweep's jobs on submitit's local launcher (each job its own process): the same records, bit for
+    bit, as those jobs' records in the joblib sweep."""
+    root, _ = reference
+    res = _sweep(tmp_path, ["hydra/launcher=submitit_local", "unlearned=safemax", "data.forget_class=0", "seed=0,1"])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert _contents(tmp_path) == ref  # another launcher, the same computation, bit for bit
+    want = _subset(read_records(root / "results" / "records.jsonl"))
+    assert len(want) == 2 * 2 + 2 * 2 * 2  # 2 jobs x 2 budgets, and 2 references x 2 seeds x 2 budgets
+    assert _contents(tmp_path) == want  # another launcher, the same computation, bit for bit
     assert set(_built(tmp_path).values()) == {1}
 
 
-@pytest.mark.parametrize("point", ["building artifacts", "first records", "late records"])
-def test_sigkill_then_rerun_loses_and_duplicates_nothing(reference, tmp_path, point):
-    """SIGKILL the whole sweep (launcher and workers) at a random point, then rerun the same command."""
-    _, ref = reference
-    rng = random.Random()
-    seed = rng.randrange(10**6)
-    rng.seed(seed)
-    threshold = {"building artifacts": 0, "first records": rng.randint(2, 16),
-                 "late records": rng.randint(24, 40)}[point]
-    delay = rng.uniform(0.0, 0.3)
-    records = tmp_path / "results" / "records.jsonl"
-    tmp_path.mkdir(exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", *SWEEP, *JOBLIB], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _kill_when(proc, root: Path, threshold: int, delay: float) -> int:
+    """SIGKILL the whole sweep (launcher and workers) once `threshold` records exist (0: once an artifact is being
+    built), after `delay` seconds more; returns the number of records it left."""
+    records = root / "results" / "records.jsonl"
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < 300:
-        if threshold == 0:  # kill while an artifact is being built: wait until a build folder exists
-            if list((tmp_path / "artifacts").glob("*/.*.tmp-*")):
+        if threshold == 0:
+            if list((root / "artifacts").glob("*/.*.tmp-*")):
                 break
         elif (records.read_text().count("\n") if records.exists() else 0) >= threshold:
             break
         time.sleep(0.02)
     time.sleep(delay)
-    assert proc.poll() is None, f"the sweep finished before the kill (seed {seed}): the test proves nothing"
+    assert proc.poll() is None, "the sweep finished before the kill: the test proves nothing"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = len(read_records(records))
-    assert killed_at < N_RECORDS, f"seed {seed}"
+    return len(read_records(records))
+
+
+def test_sigkill_then_rerun_loses_and_duplicates_nothing(reference, tmp_path):
+    """SIGKILL the whole sweep at three random points (while an artifact is built, among the first records, among
+    the late ones), rerunning the same command after each; the last rerun completes it."""
+    _, ref = reference
+    rng = random.Random()
+    seed = rng.randrange(10**6)
+    rng.seed(seed)
+    records = tmp_path / "results" / "records.jsonl"
+    tmp_path.mkdir(exist_ok=True)
+    kills = []
+    for threshold in (0, rng.randint(2, 16), rng.randint(24, 40)):
+        proc = subprocess.Popen([sys.executable, "-m", *SWEEP, *JOBLIB], cwd=tmp_path, env=_env(tmp_path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        target = max(threshold, len(read_records(records)) + 1) if threshold else 0  # always past this start
+        try:
+            kills.append(_kill_when(proc, tmp_path, target, rng.uniform(0.0, 0.3)))
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert kills[-1] < N_RECORDS, f"seed {seed}: {kills}"
+        got = read_records(records)
+        assert len({r["key"] for r in got}) == len(got), f"seed {seed}: a duplicated record after a kill"
     res = _sweep(tmp_path, JOBLIB)
     assert res.returncode == 0, f"seed {seed}: {res.stderr[-3000:]}"
     got = _contents(tmp_path)
     lost = set(ref) - set(got)
     dup = len(got) - len(set(got))
-    assert not lost and not dup, f"seed {seed}, killed at {killed_at} records: {len(lost)} lost, {dup} duplicated"
+    assert not lost and not dup, f"seed {seed}, killed at {kills} records: {len(lost)} lost, {dup} duplicated"
     assert got == ref
     assert len(records.read_text().splitlines()) == N_RECORDS  # no torn or extra line either
     assert not _litter(tmp_path), f"seed {seed}: {_litter(tmp_path)}"
-    print(f"{point}: seed {seed}, killed at {killed_at}/{N_RECORDS} records, resumed to {N_RECORDS}")
+    print(f"seed {seed}, killed at {kills} of {N_RECORDS} records, resumed to {N_RECORDS}")
