@@ -11,7 +11,6 @@ adds only the points that are missing.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import gzip
 import json
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from evaluation.schema import SCHEMA
 from unlearn.diffusion import sampler_label
-from unlearn.errors import UserError
+from unlearn.errors import ArgParser, UserError
 from unlearn.io import atomic_write, remove_dead_temporaries, write_error
 
 
@@ -243,7 +242,8 @@ def export(src: str | Path, dst: str | Path, fresh: bool = False) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m evaluation.records export results/records.jsonl [--to data/records/<dataset>.jsonl.gz]"""
-    ap = argparse.ArgumentParser(description="Commit records: merge a results file into data/records/ (gzip JSONL).")
+    ap = ArgParser(prog="python -m evaluation.records",
+                   description="Commit records: merge a results file into data/records/ (gzip JSONL).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("export", help="merge a records.jsonl (or a results root) into a committed .jsonl.gz")
     ex.add_argument("source")

@@ -15,7 +15,6 @@ grids are not records: the grids section lists the grid images committed under r
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -43,7 +42,7 @@ from evaluation.summary import (
 )
 from evaluation.tables import ra_table
 from evaluation.unlearning_table import _variant_names, unlearning_table
-from unlearn.errors import UserError
+from unlearn.errors import ArgParser, UserError
 from unlearn.io import atomic_write, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -464,7 +463,7 @@ def check(records_path: Path, report_path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(prog="python -m evaluation.report", description=__doc__.splitlines()[0])
     ap.add_argument("--records", default=str(COMMITTED),
                     help="a records file (.jsonl or .jsonl.gz), a results root, or a folder of record files "
                          "(default: the committed data/records)")

@@ -13,7 +13,6 @@ RL's anchor targets).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
@@ -22,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.records import read_records, sampler_name
-from unlearn.errors import UserError
+from unlearn.errors import ArgParser, UserError, finite
 
 COLUMNS = {  # output column -> function of a record
     "UA": lambda r: 1 - r["forget_ra"],
@@ -96,10 +95,10 @@ def unlearning_table(records: list[dict], dataset: str = "digits", w: float | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(prog="python -m evaluation.unlearning_table", description=__doc__.splitlines()[0])
     ap.add_argument("--records", default=str(Path("results") / "records.jsonl"))
     ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--w", type=float, default=None, help="guidance weight of the records to use (default: all)")
+    ap.add_argument("--w", type=finite, default=None, help="guidance weight of the records to use (default: all)")
     ap.add_argument("--sampler", default=None,
                     help="evaluation sampler of the records to use, e.g. DDIM-25 (default: all)")
     a = ap.parse_args(argv)

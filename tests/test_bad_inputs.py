@@ -391,6 +391,11 @@ CASES: dict[str, Case] = {
                                      setup=setup_inception_not_state_dict),
     "inception-missing": Case(["eval.inception_weights=/nonexistent/pt_inception.pth"],
                               r"eval.inception_weights=/nonexistent/pt_inception.pth is not a file"),
+    # the commands that are not Hydra apps
+    "report-unknown-argument": Case(["--bogus"], r"unrecognized arguments: --bogus; see python -m evaluation.report "
+                                    r"--help", entry="evaluation.report"),
+    "table-non-finite-w": Case(["--w", "nan"], r"argument --w: invalid finite value: 'nan'; see python -m "
+                               r"evaluation.unlearning_table --help", entry="evaluation.unlearning_table"),
     "os-error-in-run": Case([], r"^error: Is a directory: .*records.jsonl; check that path, or set paths.results",
                             setup=setup_os_error_in_run),
 }

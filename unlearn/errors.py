@@ -13,7 +13,9 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import functools
+import math
 import os
 import signal
 import sys
@@ -29,6 +31,23 @@ from unlearn.settings import problems
 
 class UserError(Exception):
     """Raised with a one-line message that names the fix."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse for the commands that are not Hydra apps (evaluation.report, .records, .unlearning_table): a
+    usage error is one line and exit 2 (argparse itself prints the usage block too)."""
+
+    def error(self, message):
+        print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
+def finite(text: str) -> float:
+    """An argparse type: a finite number (argparse names it: "invalid finite value: 'nan'")."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def _one_line(text: str) -> str:
