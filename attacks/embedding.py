@@ -106,7 +106,7 @@ def setting(a: DictConfig) -> str:
 
 
 def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
-    """The attack's settings checked; one plan: invert with k attacker images, or data-free."""
+    """The attack's checks across settings; one plan: invert with k attacker images, or data-free."""
     a = cfg.attack
     budgets = list(a.budgets)
     if a.mode == "data":

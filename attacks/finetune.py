@@ -72,7 +72,7 @@ def setting(a: DictConfig, neighbour: int | None) -> str:
 
 
 def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
-    """The attack's settings checked; one plan: fine-tune on attack.data (never an image of c_f)."""
+    """The attack's checks across settings; one plan: fine-tune on attack.data (never an image of c_f)."""
     a = cfg.attack
     neighbour, clf_cost = None, Prior()
     if a.data == "neighbour":

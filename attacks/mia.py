@@ -137,7 +137,7 @@ def audit_sets(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def plans(cfg: DictConfig, ctx: Context) -> Audit:
-    """The audit's settings checked; the audit of one model: every score on members and non-members."""
+    """The audit's checks across settings; the audit of one model: every score on members and non-members."""
     a = cfg.attack
     ts, fprs = [int(t) for t in a.t], [float(f) for f in a.fprs]
     k, t_sec = int(a.secmi_k), int(a.secmi_t)

@@ -44,7 +44,7 @@ def setting(a: DictConfig) -> str:
 
 
 def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
-    """The attack's settings checked; one plan: relearn on k images drawn from the attacker pool."""
+    """The attack's checks across settings; one plan: relearn on k images drawn from the attacker pool."""
     a = cfg.attack
     pool = ctx.ds.attacker_pool(ctx.forget_class)
     k = check_k(a.k, pool, ctx.forget_class)

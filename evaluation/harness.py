@@ -129,7 +129,7 @@ class AttackJob:
         n, per_class = int(cfg.eval.n), int(cfg.eval.get("n_retained_per_class", 0))
         params = plan.params or OmegaConf.to_container(cfg.attack, resolve=True)
         budgets = [int(b) for b in params["budgets"]]
-        job_roles = roles(cfg, ctx)  # every setting checked before anything is built
+        job_roles = roles(cfg, ctx)
         inception = cfg.eval.get("inception_weights")
         if inception:
             inception_state(inception)  # refused now if it is not a plain state dict

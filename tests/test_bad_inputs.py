@@ -31,6 +31,7 @@ import torch
 
 from evaluation.records import read_records
 from tests.conftest import TINY, TINY_ARCH, TINY_ATTACK, TINY_METHOD, run_cli
+from unlearn.io import remove_dead_temporaries
 from unlearn.model import Arch, build_unet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,6 +371,11 @@ CASES: dict[str, Case] = {
     "groups-do-not-divide": Case(["model.arch.norm_num_groups=3"], r"norm_num_groups=3 must divide every channel"),
     "levels-mismatch": Case(["model.arch.block_out_channels=[8,16,32]"], r"model.arch has 3 block_out_channels, 2 "
                             r"down_block_types and 2 up_block_types"),
+    "attention-channels": Case(["model.arch.block_out_channels=[4,4]", "model.arch.norm_num_groups=4",
+                                "model.arch.add_attention=true"],
+                               r"model.arch: a level with attention needs a multiple of 8 channels"),
+    "unset-mandatory": Case(["eval.n=???"], r"^error: eval.n must be given$"),
+    "path-like-name": Case(["unlearned.name=../x"], r"unlearned.name='../x': not valid; use a name of letters"),
     # damaged files
     "binary-records": Case([], r"records.jsonl is not a text file of records .*move it away or delete it",
                            setup=setup_binary_records),
@@ -491,7 +497,7 @@ def test_every_catalogue_row_has_a_test():
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index("<!-- catalogue -->"):readme.index("<!-- /catalogue -->")]
     rows = re.findall(r"^\| `([a-z0-9-]+)` \|", block, re.M)
-    assert len(rows) >= 20
+    assert len(rows) >= 80
     assert set(rows) == set(CASES) | set(OTHER_TESTS), set(rows) ^ (set(CASES) | set(OTHER_TESTS))
 
 
@@ -612,5 +618,9 @@ def test_a_killed_overwrite_leaves_no_temporary_file_behind(tmp_path, monkeypatc
     stale.write_text('{"key": "half a rewrite"')
     live.write_text("")  # a live writer's (this process): never touched
     res = run_cli("attacks.relearn", ["attack.k=1000"], tmp_path, monkeypatch, tmp_path)  # fails after the check
-    assert res.returncode == 2 and "attack.k=1000" in res.stderr
+    assert res.returncode == 2 and _one_error_line(res).startswith("error: attack.k=1000")
     assert not stale.exists() and live.exists()
+    other_host = results / f".records.jsonl.tmp-{socket.gethostname()}-3-{dead.pid}-abcdef"  # host "<ours>-3"
+    other_host.write_text("")
+    remove_dead_temporaries(results / "records.jsonl")
+    assert other_host.exists()

@@ -42,7 +42,7 @@ def test_every_shipped_config_passes_and_every_key_it_holds_has_a_rule():
     seen, n = set(), 0
     for entry, overrides in _configs():
         cfg = compose_cfg(entry, overrides)
-        assert problems(cfg) == [], (entry, overrides)  # a key without a rule would be listed as a problem
+        assert problems(cfg) == [], (entry, overrides)  # a key without a rule is a problem (method args: below)
         seen |= {k for k in SETTINGS if _has(cfg, k)}
         n += 1
     assert n >= 40
@@ -56,6 +56,15 @@ def _has(cfg, key: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def test_every_hyperparameter_of_every_method_has_a_rule():
+    import inspect
+
+    for name, fn in METHODS.items():
+        for p, v in inspect.signature(fn).parameters.items():
+            if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "generator":
+                assert f"unlearned.args.{p}" in SETTINGS, (name, p)
 
 
 def test_choices_are_the_codes_own():

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from unlearn.settings import problems
+from unlearn.settings import SETTINGS, problems
 
 
 class UserError(Exception):
@@ -71,7 +71,11 @@ def _settings_error(cfg: DictConfig) -> UserError | None:
 def _checked(path: str, *, _root_: DictConfig) -> str:
     """`${checked:${paths.results}}` in hydra.run.dir / hydra.sweep.dir: every setting is checked when Hydra
     resolves the run folder, before it creates it (a bad paths.results must not create a folder at /)."""
-    err = None if _multirun() else _settings_error(_root_)  # a sweep's job is checked in its task (the sweep goes on)
+    if _multirun():  # a job of a sweep: its settings are checked in its task (the sweep goes on); only the folder here
+        bad = SETTINGS["paths.results"].problem(path)
+        err = UserError(f"paths.results={path!r}: use a folder path") if bad else None
+    else:
+        err = _settings_error(_root_)
     if err is not None:
         raise err
     return path
@@ -93,10 +97,12 @@ def exit_on_user_error(fn):
             if err is not None:
                 raise err
             return fn(*args, **kwargs)
-        except (UserError, OSError) as e:
+        except (UserError, OSError, OmegaConfBaseException) as e:
             if _multirun():
                 raise
-            print(f"error: {_os_error_line(e) if isinstance(e, OSError) else e}", file=sys.stderr)
+            line = (_os_error_line(e) if isinstance(e, OSError) else _one_line(e)
+                    if isinstance(e, OmegaConfBaseException) else e)
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterator
@@ -59,9 +60,12 @@ def remove_dead_temporaries(path: Path) -> None:
     """Delete temporary files of `path` left by killed writers of this host (their PID is gone); a live
     writer's, or another host's, is left alone."""
     host = socket.gethostname()
+    mine = re.compile(rf"\.{re.escape(path.name)}\.tmp-{re.escape(host)}-(\d+)-[0-9a-f]+")  # not host "gpu-3"'s
     for stale in path.parent.glob(f".{path.name}.tmp-{host}-*"):
+        if not (m := mine.fullmatch(stale.name)):
+            continue
         try:
-            pid = int(stale.name[len(f".{path.name}.tmp-{host}-"):].split("-")[0])
+            pid = int(m.group(1))
             os.kill(pid, 0)
         except ProcessLookupError:
             stale.unlink(missing_ok=True)

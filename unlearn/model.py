@@ -37,6 +37,13 @@ class Arch:
         if not len(self.down_block_types) == len(self.up_block_types) == n:
             raise UserError(f"model.arch has {n} block_out_channels, {len(self.down_block_types)} down_block_types "
                             f"and {len(self.up_block_types)} up_block_types; give one of each per level")
+        attn = [ch for ch, b in zip(self.block_out_channels, self.down_block_types, strict=True) if "Attn" in b]
+        attn += [ch for ch, b in zip(reversed(self.block_out_channels), self.up_block_types, strict=True)
+                 if "Attn" in b]
+        attn += [self.block_out_channels[-1]] if self.add_attention else []
+        if any(ch % 8 for ch in attn):  # diffusers: heads = channels // attention_head_dim (8)
+            raise UserError(f"model.arch: a level with attention needs a multiple of 8 channels, got "
+                            f"block_out_channels={list(self.block_out_channels)}")
         if any(ch % self.norm_num_groups for ch in self.block_out_channels):
             raise UserError(f"model.arch.norm_num_groups={self.norm_num_groups} must divide every channel count "
                             f"(model.arch.block_out_channels={list(self.block_out_channels)})")
@@ -158,7 +165,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={name} but CUDA is not available; use device=auto or device=cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"device={name} but this machine has {torch.cuda.device_count()} GPU(s); use cuda:0 .. "
+                        f"cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def device_name(device: torch.device) -> str:

@@ -137,6 +137,7 @@ WEIGHT = Num(0, 1e6)                     # a loss weight or guidance weight
 SEED = count(0, SEED_MAX)
 STEPS = count(0, LONG)
 T_STEP = count(0, 999)                  # a diffusion timestep
+NAME = Text(pattern=r"(?!.*\.\.)[\w.-]+", example="a name of letters, digits, _ . - (it names folders)")
 BLOCKS_DOWN = Choice(("DownBlock2D", "AttnDownBlock2D"))
 BLOCKS_UP = Choice(("UpBlock2D", "AttnUpBlock2D"))
 
@@ -148,7 +149,7 @@ SETTINGS: dict[str, object] = {
     "overwrite": Bool(), "exclude_forget": Bool(),
     "fast.bf16": Bool(), "fast.tf32": Bool(), "fast.channels_last": Bool(), "fast.compile": Bool(), "fast.cpu": Bool(),
     "paths.artifacts": Text(example="a folder path"), "paths.results": Text(example="a folder path"),
-    "study": Text(null=True, pattern=r"[\w.-]+", example="a name of letters, digits, _ . -"),
+    "study": Text(null=True, pattern=NAME.pattern, example=NAME.example),
     "references": Items(Choice(("original", "oracle")), min_len=0),
     # data
     "data.name": Choice(("digits", "mnist", "cifar10")),
@@ -157,7 +158,7 @@ SETTINGS: dict[str, object] = {
     "data.split_seed": SEED, "data.max_images": count(1, null=True),
     "data.forget_class": count(0, 1000), "data.guidance_w": WEIGHT,
     # model, judge, sampler
-    "model.name": Text(), "model.arch.block_out_channels": Items(count(1, 4096), max_len=8),
+    "model.name": NAME, "model.arch.block_out_channels": Items(count(1, 4096), max_len=8),
     "model.arch.down_block_types": Items(BLOCKS_DOWN, max_len=8),
     "model.arch.up_block_types": Items(BLOCKS_UP, max_len=8),
     "model.arch.layers_per_block": count(1, 16), "model.arch.norm_num_groups": count(1, 4096),
@@ -165,17 +166,17 @@ SETTINGS: dict[str, object] = {
     "model.train.steps": count(1, LONG), "model.train.batch_size": count(), "model.train.lr": RATE,
     "model.train.warmup_steps": STEPS, "model.train.ema_decay": prob(), "model.train.label_dropout": prob(),
     "model.train.grad_clip": Num(0, 1e6, lo_open=True),
-    "judge.name": Text(), "judge.recipe.width": count(1, 4096), "judge.recipe.feature_dim": count(1, 4096),
+    "judge.name": NAME, "judge.recipe.width": count(1, 4096), "judge.recipe.feature_dim": count(1, 4096),
     "judge.recipe.epochs": count(1, 10**4), "judge.recipe.batch_size": count(), "judge.recipe.lr": RATE,
     "judge.recipe.shift": count(0, 16), "judge.recipe.off_data_fraction": Num(0, 10),
-    "sampler.name": Text(pattern=r"[\w.-]+", example="a name of letters, digits, _ . -"),
+    "sampler.name": NAME,
     "sampler.steps": count(1, 1000), "sampler.eta": Num(0, 10), "sampler.clip": Bool(),
     "sampler.variance": Choice(("ddim", "beta")), "sampler.guidance_w": WEIGHT, "sampler.batch_size": count(),
     # evaluation
     "eval.n": count(), "eval.n_retained_per_class": count(0), "eval.n_per_class": count(),
     "eval.grid_per_class": count(1, 100), "eval.inception_weights": Text(null=True, example="a file path"),
     # unlearned model: unlearned.args.* are the methods' hyperparameters (unknown ones: check_method_args)
-    "unlearned.name": Text(), "unlearned.checkpoint": Text(null=True, example="a folder path"),
+    "unlearned.name": NAME, "unlearned.checkpoint": Text(null=True, example="a folder path"),
     "unlearned.args.steps": count(1, LONG), "unlearned.args.batch_size": count(),
     "unlearned.args.retain_batch_size": count(), "unlearned.args.lr": RATE,
     "unlearned.args.grad_clip": Num(0, 1e6, lo_open=True),
@@ -191,13 +192,13 @@ SETTINGS: dict[str, object] = {
     "unlearned.args.fisher_label_dropout": prob(), "unlearned.args.fisher_input_01": Bool(),
     "unlearned.args.ema_decay": Num(0, 1, hi_open=True, null=True),
     # attacks (configs/attack/): one rule per key, shared by the attacks that read it
-    "attack.name": Text(), "attack.budgets": Items(STEPS, increasing=True),
+    "attack.name": NAME, "attack.budgets": Items(STEPS, increasing=True),
     "attack.k": count(), "attack.lr": RATE, "attack.batch_size": count(), "attack.lora_rank": count(0, 4096),
     "attack.data": Choice(("retain", "neighbour", "own")), "attack.n_own": count(1, 10**5),
     "attack.label_dropout": prob(), "attack.mode": Choice(("data", "datafree")),
     "attack.init": Choice(("forgotten", "null_row", "mean")), "attack.sample_steps": count(1, 1000),
     "attack.guidance_w": Items(WEIGHT), "attack.eta": Items(Num(0, 10)),
-    "attack.t": Items(T_STEP), "attack.draws": count(1, 1000), "attack.pia_t": T_STEP,
+    "attack.t": Items(T_STEP), "attack.draws": count(1, 1000), "attack.pia_t": count(1, 999),
     "attack.secmi_t": count(1, 999), "attack.secmi_k": count(1, 999),
     "attack.shadow_fraction": Num(0, 1, lo_open=True, hi_open=True),
     "attack.fprs": Items(Num(0, 1, lo_open=True, hi_open=True)),
@@ -215,7 +216,7 @@ def _leaves(node, prefix: str = ""):
 
 def problems(cfg: DictConfig) -> list[str]:
     """One line per setting of cfg that breaks its rule (or that no rule names), in key order; [] = all valid.
-    Mandatory values left unset (`???`) are skipped: the code that needs them names the fix."""
+    A mandatory value left unset (`???`) is a problem, except data.root (the dataset's loader names its files)."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)  # Hydra's own settings (and the run folder, which resolves through this check)
     try:
@@ -225,6 +226,8 @@ def problems(cfg: DictConfig) -> list[str]:
     out = []
     for key, value in _leaves(resolved):
         if value == "???":
+            if key != "data.root":  # data=mnist / cifar10: their loaders name the files they need
+                out.append(f"{key} must be given")
             continue
         rule = SETTINGS.get(key)
         if rule is None:
