@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from evaluation.fid import fid, inception_state
+from evaluation.fid import fid, safe_inception
 from evaluation.harness import get_judge
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
@@ -54,7 +54,7 @@ def run(cfg: DictConfig) -> dict:
     ev = SamplerSpec.from_cfg(cfg.sampler)
     n, inception = int(cfg.eval.n_per_class), cfg.eval.get("inception_weights")
     if inception:
-        inception_state(inception)  # refused now if it is not a plain state dict
+        safe_inception(inception)  # refused now if it is not a plain state dict
     judge = get_judge(ctx, cfg.judge)
     folder = ctx.unlearned()
     prov = ctx.provenance(folder)

@@ -7,7 +7,10 @@ user gives the Inception weights file (`inception_weights=`), since torch-fideli
 
 from __future__ import annotations
 
+import atexit
+import functools
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -87,6 +90,22 @@ def inception_state(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+@functools.lru_cache(maxsize=2)
+def _safe_copy(path: str) -> Path:
+    state = inception_state(path)
+    tmp = tempfile.mkdtemp(prefix="inception-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # removed when the process ends
+    torch.save(state, Path(tmp) / "inception.pth")
+    return Path(tmp) / "inception.pth"
+
+
+def safe_inception(path: str | Path) -> Path:
+    """The Inception weights to hand to torch-fidelity, which unpickles its file with weights_only=False: a copy
+    this process wrote from tensors it loaded with weights_only=True (checked and written once per process; a
+    file that is not a plain state dict is refused with one line)."""
+    return _safe_copy(str(path))
+
+
 def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None = None,
         inception_weights: str | None = None, cuda: bool = False) -> float:
     """FID between two image sets in [-1, 1]: judge features by default, Inception if weights are given."""
@@ -95,14 +114,10 @@ def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None =
     common = dict(fid=True, cuda=cuda, save_cpu_ram=True, cache=False, verbose=False,
                   batch_size=500)
     if inception_weights:
-        # torch-fidelity unpickles the file it is given with weights_only=False: give it only a file this
-        # process wrote from tensors it loaded with weights_only=True
-        with tempfile.TemporaryDirectory() as tmp:
-            safe = Path(tmp) / "inception.pth"
-            torch.save(inception_state(inception_weights), safe)
-            out = torch_fidelity.calculate_metrics(input1=_Images(generated, 3), input2=_Images(real, 3),
-                                                   feature_extractor="inception-v3-compat",
-                                                   feature_extractor_weights_path=str(safe), **common)
+        out = torch_fidelity.calculate_metrics(input1=_Images(generated, 3), input2=_Images(real, 3),
+                                               feature_extractor="inception-v3-compat",
+                                               feature_extractor_weights_path=str(safe_inception(inception_weights)),
+                                               **common)
     else:
         if "judge" not in FEATURE_EXTRACTORS_REGISTRY:
             register_feature_extractor("judge", JudgeFeatures)

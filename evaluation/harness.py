@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from attacks.common import AttackState, Audit, Plan, Prior
-from evaluation.fid import fid, inception_state
+from evaluation.fid import fid, safe_inception
 from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
 from evaluation.ood import OFF_DATA_VERSION, NoiseDetector
@@ -132,7 +132,7 @@ class AttackJob:
         job_roles = roles(cfg, ctx)
         inception = cfg.eval.get("inception_weights")
         if inception:
-            inception_state(inception)  # refused now if it is not a plain state dict
+            safe_inception(inception)  # refused now if it is not a plain state dict
         judge = get_judge(ctx, cfg.judge)
         key = {"attack": {k: v for k, v in params.items() if k != "budgets"}, "sampler": ev.key(), "n": n,
                "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,

@@ -38,6 +38,17 @@ def _valid_lines(text: str) -> list[str]:
 COMMITTED = Path(__file__).resolve().parent.parent / "data" / "records"  # the records REPORT.md is built from
 
 
+def _record(path: Path, i: int, line: str) -> dict:
+    """Line i of a records file as a record (a JSON object with a text key), or one line naming the fix."""
+    try:
+        rec = json.loads(line)
+        if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+            raise ValueError("not a record: no text key")
+    except ValueError as e:
+        raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
+    return rec
+
+
 def read_records(path: str | Path, strict: bool = True) -> list[dict]:
     """All records of a file (missing file: []); `.gz` files are read through gzip. A malformed complete line is
     an error when strict."""
@@ -59,12 +70,10 @@ def read_records(path: str | Path, strict: bool = True) -> list[dict]:
     out, seen = [], {}
     for i, line in enumerate(_valid_lines(text), 1):
         try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
-                raise ValueError("not a record: no text key")
-        except ValueError as e:
+            rec = _record(path, i, line)
+        except UserError:
             if strict:
-                raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
+                raise
             continue
         version = rec.get("schema", 1)  # 1: written before evaluation/schema.py; the same fields
         if not isinstance(version, int) or not 1 <= version <= SCHEMA:
@@ -125,22 +134,11 @@ def to_json(record: dict) -> str:
     return json.dumps(_finite(record), sort_keys=True, default=str, allow_nan=False)
 
 
-def _line_key(path: Path, i: int, line: str) -> str:
-    try:
-        key = json.loads(line).get("key")
-        if not isinstance(key, str):
-            raise ValueError("no text key")
-        return key
-    except (ValueError, AttributeError) as e:
-        raise UserError(f"{path}:{i} is not a record line ({e}); fix or delete that line") from e
-
-
 def append_record(path: str | Path, record: dict, replace: bool = False) -> bool:
     """Append `record` unless its key exists (replace=True: drop the existing line first); True if written."""
     path = Path(path)
     line = (to_json(record) + "\n").encode()
     with _locked(path):
-        remove_dead_temporaries(path)  # an overwrite=true rewrite killed before its rename
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -159,7 +157,7 @@ def append_record(path: str | Path, record: dict, replace: bool = False) -> bool
                     os.ftruncate(fd, len(text.encode()))
                 size = len(text.encode())
             lines = _valid_lines(text)
-            keys = [_line_key(path, i, ln) for i, ln in enumerate(lines, 1)]
+            keys = [_record(path, i, ln)["key"] for i, ln in enumerate(lines, 1)]
             if record["key"] in keys:
                 if not replace:
                     return False

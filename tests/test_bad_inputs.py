@@ -549,6 +549,23 @@ def test_disk_full_during_artifact_write(tmp_path):
     _assert_clean(tmp_path)
 
 
+def _signal_when(proc: subprocess.Popen, ready: Callable[[], bool], sig: int, settle: float = 0.0,
+                 poll: float = 0.02) -> str:
+    """Send `sig` to `proc` once `ready()` (then `settle` seconds more); its stderr. The child never outlives this."""
+    try:
+        t0 = time.monotonic()
+        while not ready() and time.monotonic() - t0 < 120:
+            time.sleep(poll)
+        time.sleep(settle)
+        assert proc.poll() is None, "the run ended before the signal: the test proves nothing"
+        proc.send_signal(sig)
+        return proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.slow
 def test_sigint_mid_run(built, tmp_path):
     records = built / "results" / "records.jsonl"
@@ -559,18 +576,8 @@ def test_sigint_mid_run(built, tmp_path):
                              "attack.lr=3e-4"], cwd=tmp_path, env=_env(built), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        t0 = time.monotonic()
-        while len(read_records(records)) < n0 + 2 and time.monotonic() - t0 < 120:  # inside the 3000-step attack
-            time.sleep(0.05)
-        time.sleep(0.3)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        err = proc.communicate(timeout=60)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # inside the 3000-step attack
+    err = _signal_when(proc, lambda: len(read_records(records)) >= n0 + 2, signal.SIGINT, settle=0.3, poll=0.05)
     assert proc.returncode == 130, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines == ["error: interrupted; the points already recorded are kept: rerun the same command to resume"]
@@ -584,17 +591,7 @@ def test_sigterm_during_a_build(tmp_path):
     folder removed; the rerun builds it and finishes."""
     proc = subprocess.Popen([sys.executable, "-m", "attacks.relearn", *TINY_ALL], cwd=tmp_path, env=_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        t0 = time.monotonic()
-        while not list((tmp_path / "artifacts").glob("*/.*.tmp-*")) and time.monotonic() - t0 < 120:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before any build started"
-        proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = _signal_when(proc, lambda: bool(list((tmp_path / "artifacts").glob("*/.*.tmp-*"))), signal.SIGTERM)
     assert proc.returncode == 143, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines == ["error: terminated (SIGTERM); the points already recorded are kept: rerun the same command to "

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from unlearn.settings import SETTINGS, problems
+from unlearn.settings import check, problems
 
 
 class UserError(Exception):
@@ -72,8 +72,8 @@ def _checked(path: str, *, _root_: DictConfig) -> str:
     """`${checked:${paths.results}}` in hydra.run.dir / hydra.sweep.dir: every setting is checked when Hydra
     resolves the run folder, before it creates it (a bad paths.results must not create a folder at /)."""
     if _multirun():  # a job of a sweep: its settings are checked in its task (the sweep goes on); only the folder here
-        bad = SETTINGS["paths.results"].problem(path)
-        err = UserError(f"paths.results={path!r}: use a folder path") if bad else None
+        line = check("paths.results", path)
+        err = UserError(line) if line else None
     else:
         err = _settings_error(_root_)
     if err is not None:

@@ -229,16 +229,21 @@ def problems(cfg: DictConfig) -> list[str]:
             if key != "data.root":  # data=mnist / cifar10: their loaders name the files they need
                 out.append(f"{key} must be given")
             continue
-        rule = SETTINGS.get(key)
-        if rule is None:
+        if key not in SETTINGS:
             if not key.startswith("unlearned.args."):
                 out.append(f"{key} is not a setting of this command; remove it (a typo?)")
             continue
-        if isinstance(value, ListConfig):
-            value = list(value)
-        if (p := rule.problem(value)) is not None:
-            out.append(f"{key}={_show(value)}: {p}; use {rule.describe()}")
+        if (line := check(key, value)) is not None:
+            out.append(line)
     return out
+
+
+def check(key: str, value) -> str | None:
+    """The line for `key=value` if it breaks the key's rule, else None."""
+    rule = SETTINGS[key]
+    value = list(value) if isinstance(value, ListConfig) else value
+    p = rule.problem(value)
+    return None if p is None else f"{key}={_show(value)}: {p}; use {rule.describe()}"
 
 
 def _show(v) -> str:
