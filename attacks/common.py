@@ -94,8 +94,10 @@ def check_k(k, pool: torch.Tensor, forget_class: int) -> int:
 
 def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor],
              budgets: list[int], *, lr: float, batch_size: int, nfe_per_step: int, desc: str,
-             grad_clip: float | None = None, prior: Prior = Prior()) -> Iterator[AttackState]:
+             grad_clip: float | None = None, prior: Prior = Prior(),
+             after_step: Callable[[], None] | None = None) -> Iterator[AttackState]:
     """Adam on `params` for budgets[-1] steps; yield the model's state at each budget (cumulative).
+    after_step: called after every update (a projection of the parameters back onto their feasible set).
 
     Non-finite losses are checked at each budget point, not every step (no host sync inside the loop);
     a diverged attack stops with a one-line error instead of recording garbage."""
@@ -117,6 +119,8 @@ def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_
                 if grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
                 opt.step()
+                if after_step is not None:
+                    after_step()
                 done += 1
                 bar.update()
         if not bool(finite):

@@ -8,7 +8,7 @@ have), configs/attack/<name>.yaml (`name: <name>` and its settings, each comment
 
 from types import ModuleType
 
-from attacks import embedding, finetune, mia, relearn, sampler
+from attacks import deploy, embedding, finetune, mia, noise_opt, partial, relearn, sampler
 from attacks.common import Traits
 
 ATTACKS: dict[str, ModuleType] = {
@@ -17,6 +17,9 @@ ATTACKS: dict[str, ModuleType] = {
     "embedding": embedding,
     "sampler": sampler,
     "mia": mia,
+    "partial": partial,
+    "noise_opt": noise_opt,
+    "deploy": deploy,
 }
 
 

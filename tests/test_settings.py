@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from attacks import embedding, finetune
+from attacks import deploy, embedding, finetune, noise_opt
 from tests.conftest import compose_cfg, run_cli
 from unlearn import salun
 from unlearn.diffusion import VARIANCES
@@ -18,7 +18,8 @@ from unlearn.methods import METHODS, REFERENCES
 from unlearn.settings import SETTINGS, Bool, Choice, Items, Num, Text, problems
 
 ATTACK_ENTRIES = {"relearn": ["relearn", "relearn_lora"], "finetune": ["finetune"],
-                  "embedding": ["embedding", "embedding_datafree"], "sampler": ["sampler"], "mia": ["mia"]}
+                  "embedding": ["embedding", "embedding_datafree"], "sampler": ["sampler", "sampler_noise"],
+                  "mia": ["mia"], "partial": ["partial"], "noise_opt": ["noise_opt"], "deploy": ["deploy"]}
 ENTRIES = {**{e: f"attacks.{e}" for e in ATTACK_ENTRIES}, "unlearn": "unlearn.run", "pretrain": "unlearn.pretrain",
            "classes": "evaluation.classes"}
 VARIANTS = [[], ["data=mnist", "data.root=/x"], ["data=cifar10", "data.root=/x", "model=cifar"], ["model=medium"],
@@ -71,6 +72,8 @@ def test_choices_are_the_codes_own():
     assert SETTINGS["attack.data"].choices == finetune.DATA
     assert SETTINGS["attack.init"].choices == embedding.INITS and SETTINGS["attack.mode"].choices == embedding.MODES
     assert SETTINGS["sampler.variance"].choices == VARIANCES
+    assert SETTINGS["attack.guide"].choices == noise_opt.GUIDES
+    assert SETTINGS["attack.transforms"].each.choices == tuple(deploy.TRANSFORMS)
     assert SETTINGS["unlearned.args.anchor"].choices == salun.ANCHORS
     assert SETTINGS["unlearned.args.target"].choices == salun.TARGETS
 

@@ -111,6 +111,12 @@ def ddim_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
     return [i * ratio for i in range(num_steps)][::-1]
 
 
+def denoising_steps(num_train_timesteps: int, num_steps: int, t_start: int | None = None) -> list[int]:
+    """The timesteps a sampler of `num_steps` visits from x_{t_start} (None: from pure noise, all of them)."""
+    steps = ddim_timesteps(num_train_timesteps, num_steps)
+    return steps if t_start is None else [t for t in steps if t <= t_start]
+
+
 def ddim_step(schedule: Schedule, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor, eta: float,
               noise: torch.Tensor | None, clip_x0: bool = True) -> torch.Tensor:
     """One DDIM update, eq. (12) of Song et al. 2021, numbered as in the paper:
@@ -167,13 +173,15 @@ VARIANCES = ("ddim", "beta")  # sigma from eta (DDIM eq. 16) | the testbed's DDP
 def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, null_class: int,
               guidance_w: float, num_steps: int = 25, eta: float = 0.0,
               generator: torch.Generator | None = None, clip_x0: bool = True,
-              modes: Callable[[int], tuple[float, bool]] | None = None, variance: str = "ddim") -> torch.Tensor:
+              modes: Callable[[int], tuple[float, bool]] | None = None, variance: str = "ddim",
+              t_start: int | None = None) -> torch.Tensor:
     """Guided DDIM from noise x (x_T) to x_0 for one batch. Differentiable: attacks that optimise through
     the sampler call it under autograd; `ddim_sample` wraps it in inference mode. num_steps = 1000 with
     eta = 1 is ancestral DDPM with the posterior variance beta~_t (Ho et al. 2020, sigma_t^2 = beta~_t).
     variance="beta" runs `ddpm_step` with sigma_t^2 = beta_t instead (the testbed's DDPM; eta is ignored).
-    modes(t) -> (eta, clip_x0) per step, instead of the fixed pair (diagnostics that vary them along t)."""
-    steps = ddim_timesteps(schedule.num_train_timesteps, num_steps)
+    modes(t) -> (eta, clip_x0) per step, instead of the fixed pair (diagnostics that vary them along t).
+    t_start: x is x_{t_start} (a noised image, for partial diffusion): only the grid's steps t <= t_start run."""
+    steps = denoising_steps(schedule.num_train_timesteps, num_steps, t_start)
     for i, t in enumerate(steps):
         eta, clip_x0 = modes(t) if modes else (eta, clip_x0)
         t_prev = steps[i + 1] if i + 1 < len(steps) else -1
@@ -192,18 +200,22 @@ def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, 
 def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
                 null_class: int, guidance_w: float, num_steps: int = 25, eta: float = 0.0,
                 generator: torch.Generator | None = None, batch_size: int = 1000, clip_x0: bool = True,
-                modes: Callable[[int], tuple[float, bool]] | None = None, variance: str = "ddim") -> torch.Tensor:
+                modes: Callable[[int], tuple[float, bool]] | None = None, variance: str = "ddim",
+                init: torch.Tensor | None = None, t_start: int | None = None) -> torch.Tensor:
     """Guided DDIM sampling for `labels`; returns images clamped to [-1, 1] (without x0 clipping the last
     step can leave the range; the testbed clamps too, in its inverse_data_transform), [N, C, H, W] on CPU.
+    init: the starting states (x_T, or x_{t_start} with t_start) instead of noise drawn here; drawn here, the
+    noise of batch i is the i-th draw of `generator` (`initial_noise` gives the same tensor when eta = 0).
 
-    Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2)."""
+    Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2) (from t_start: its steps only)."""
     device = next(model.parameters()).device
     out = []
     for start in range(0, labels.shape[0], batch_size):
         y = labels[start:start + batch_size].to(device)
-        x = torch.randn((y.shape[0], *image_shape), generator=generator).to(device)
+        x = (torch.randn((y.shape[0], *image_shape), generator=generator) if init is None
+             else init[start:start + batch_size]).to(device)
         out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator,
-                             clip_x0, modes, variance).float().clamp(-1, 1).cpu())
+                             clip_x0, modes, variance, t_start).float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
 
@@ -217,5 +229,6 @@ def sampler_label(steps: int, eta: float, clip: bool = True, variance: str = "dd
 
 
 def sampling_nfe(n: int, num_steps: int, guidance_w: float) -> int:
-    """Network evaluations (per image, per forward) that `ddim_sample` spends on n images."""
+    """Network evaluations (per image, per forward) that `ddim_sample` spends on n images from noise (from
+    x_{t_start}: pass len(denoising_steps(...)) as num_steps)."""
     return n * num_steps * (1 if guidance_w == 0 else 2)

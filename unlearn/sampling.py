@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from unlearn.diffusion import Schedule, ddim_sample, sampler_label, sampling_nfe
+from unlearn.diffusion import Schedule, ddim_sample, denoising_steps, sampler_label, sampling_nfe
 from unlearn.errors import UserError
 from unlearn.model import Timer, null_class
 
@@ -59,18 +59,28 @@ class SamplerSpec:
         return {"name": "ddim", "steps": self.steps, "eta": self.eta, **({} if self.clip else {"clip": False}),
                 **({} if self.variance == "ddim" else {"variance": self.variance})}
 
-    def nfe(self, n: int) -> int:
-        return sampling_nfe(n, self.steps, self.guidance_w)
+    def nfe(self, n: int, t_start: int | None = None, num_train_timesteps: int = 1000) -> int:
+        """Network evaluations of n samples (from x_{t_start}: its steps only)."""
+        steps = self.steps if t_start is None else len(denoising_steps(num_train_timesteps, self.steps, t_start))
+        return sampling_nfe(n, steps, self.guidance_w)
+
+    def initial_noise(self, n: int, image_shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+        """The x_T that `sample(..., seed)` starts from when eta = 0 (drawn batch by batch, as it draws them):
+        an attack that optimises x_T from here starts at the defender's own point."""
+        g = torch.Generator().manual_seed(seed + NOISE_OFFSET)
+        return torch.cat([torch.randn((min(self.batch_size, n - i), *image_shape), generator=g)
+                          for i in range(0, n, self.batch_size)])
 
     def sample(self, model, schedule: Schedule, labels: torch.Tensor, image_shape: tuple[int, int, int],
-               seed: int) -> tuple[torch.Tensor, Timer]:
+               seed: int, init: torch.Tensor | None = None, t_start: int | None = None) -> tuple[torch.Tensor, Timer]:
         """Samples for `labels` ([N, C, H, W] on CPU, in [-1, 1]) and what they cost. Non-finite samples (a checkpoint
-        with NaN weights, a diverged attack, NaN guidance) stop here: the judge would call them a class."""
+        with NaN weights, a diverged attack, NaN guidance) stop here: the judge would call them a class.
+        init / t_start: start from these states (x_T, or noised images at t_start) instead of fresh noise."""
         timer = Timer(next(model.parameters()).device)
         with timer:
             x = ddim_sample(model, schedule, labels, image_shape, null_class(model), self.guidance_w, self.steps,
                             self.eta, torch.Generator().manual_seed(seed + NOISE_OFFSET), self.batch_size, self.clip,
-                            variance=self.variance)
+                            variance=self.variance, init=init, t_start=t_start)
         if not bool(torch.isfinite(x).all()):
             raise UserError(f"the model's samples hold NaN or inf ({self.label}, w={self.guidance_w:g}): its weights "
                             "or the attack diverged; nothing was recorded for this point")

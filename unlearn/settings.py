@@ -202,6 +202,9 @@ SETTINGS: dict[str, object] = {
     "attack.secmi_t": count(1, 999), "attack.secmi_k": count(1, 999),
     "attack.shadow_fraction": Num(0, 1, lo_open=True, hi_open=True),
     "attack.fprs": Items(Num(0, 1, lo_open=True, hi_open=True)),
+    "attack.strength": Items(Num(0, 1, lo_open=True)), "attack.guide": Choice(("classifier", "teacher")),
+    "attack.project": Bool(), "attack.transforms": Items(Choice(("none", "fp16", "bf16", "int8", "noise"))),
+    "attack.noise_std": Num(0, 10),
 }
 
 
