@@ -73,6 +73,8 @@ class Traits:
     curve: bool = True  # its points form a budget curve; False: each setting is one point (sampler probes)
     # budget 0 is the unattacked model under the defender's sampler, given a record's attack_params
     untouched_at_zero: Callable[[dict], bool] = lambda params: True
+    # its states carry their samples (drawing them was the attack): scored as drawn, under no second sampler
+    draws_samples: bool = False
 
 
 @dataclass(frozen=True)

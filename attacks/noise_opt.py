@@ -30,13 +30,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from attacks.attacker_clf import get_attacker_clf
-from attacks.common import AttackState, Plan, Prior, optimize
+from attacks.common import AttackState, Plan, Prior, Traits, optimize
 from unlearn.diffusion import Schedule, ddim_loop, ddim_step, ddim_timesteps, guided_eps
 from unlearn.model import null_class
 from unlearn.pipeline import Context
 from unlearn.sampling import SamplerSpec
 
 GUIDES = ("classifier", "teacher")
+TRAITS = Traits(draws_samples=True)  # budget 0: the defender's own noises, sampled with eta 0
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -23,7 +23,7 @@ from unlearn.diffusion import Schedule, denoising_steps, q_sample
 from unlearn.pipeline import Context
 from unlearn.sampling import SamplerSpec
 
-TRAITS = Traits(curve=False, untouched_at_zero=lambda params: False)
+TRAITS = Traits(curve=False, untouched_at_zero=lambda params: False, draws_samples=True)
 
 
 def start_step(strength: float, spec: SamplerSpec, num_train_timesteps: int) -> int:

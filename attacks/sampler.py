@@ -23,7 +23,7 @@ from unlearn.pipeline import Context
 from unlearn.sampling import SamplerSpec
 
 # each (w, eta) is one point, its sampler chosen by the attacker: no budget curve, no unattacked budget 0
-TRAITS = Traits(curve=False, untouched_at_zero=lambda params: False)
+TRAITS = Traits(curve=False, untouched_at_zero=lambda params: False, draws_samples=True)
 
 
 def probe(model, generator: torch.Generator, *, spec: SamplerSpec, schedule: Schedule, forget_class: int, n: int,

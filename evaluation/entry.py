@@ -26,6 +26,7 @@ from evaluation.tables import ROLE_ORDER, ra_table
 from unlearn.errors import UserError, cli, exit_on_user_error
 from unlearn.io import write_text
 from unlearn.pipeline import Context
+from unlearn.sampling import SamplerSpec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -49,7 +50,10 @@ def run(cfg: DictConfig) -> list[dict]:
     records = []
     for plan in job:
         got = run_attack(cfg, plan, ctx)
-        job_outputs(got, output_dir(cfg, plan))
+        defender = SamplerSpec.from_cfg(cfg.sampler).with_(**plan.sampler)
+        for eta in dict.fromkeys(r["sampler"]["eta"] for r in got):  # one folder per scoring sampler
+            job_outputs([r for r in got if r["sampler"]["eta"] == eta],
+                        output_dir(cfg, plan, None if eta == defender.eta else defender.with_(eta=eta)))
         records += got
     return records
 

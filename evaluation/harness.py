@@ -4,7 +4,12 @@ reads the records.
 
     for each model role (unlearned, then the references):
         skip the role if all its points are recorded; else load the model
-        for each state the attack yields: skip if recorded, sample, score, append
+        for each state the attack yields, for each scoring sampler: skip if recorded, sample, score, append
+
+Scoring samplers: the defender's (cfg.sampler, as the plan overrides it) and, with eval.attacker_eta set, the same
+sampler with the attacker's eta (DDIM-25 with eta 1: as strong as DDPM-1000 at 1/40 of its cost, REPORT finding 8),
+each point keyed apart. An attack that draws its own samples (sampler probes, partial diffusion, noise
+optimisation: Traits.draws_samples) is scored as drawn, once.
 
 Resumable: a point whose record key exists is not evaluated again (the attack is deterministic for a seed,
 so a partial role is replayed and only its missing points are scored).
@@ -24,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from attacks.common import AttackState, Audit, Plan, Prior
+from attacks.registry import traits
 from evaluation.fid import fid, safe_inception
 from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
@@ -111,39 +117,42 @@ class AttackJob:
     cfg: DictConfig
     ctx: Context
     plan: Plan
-    ev: SamplerSpec
+    evs: list[SamplerSpec]  # the scoring samplers: the defender's first
     n: int
     budgets: list[int]
     params: dict
     roles: list[str]
     judge: Judge
-    guards: Guards | None
+    guards: list[Guards | None]  # per scoring sampler
     key: dict
     run_id: str
     unlearn_sg: int | None
-    out_dir: Path  # the plan's figures and sample strips
+    out_dirs: list[Path]  # the plan's figures and sample strips, per scoring sampler
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig, ctx: Context, plan: Plan) -> AttackJob:
         ev = SamplerSpec.from_cfg(cfg.sampler).with_(**plan.sampler)
-        n, per_class = int(cfg.eval.n), int(cfg.eval.get("n_retained_per_class", 0))
+        attacker_eta = cfg.eval.get("attacker_eta")
         params = plan.params or OmegaConf.to_container(cfg.attack, resolve=True)
+        evs = [ev] if (attacker_eta is None or traits(params["name"]).draws_samples
+                       or float(attacker_eta) == ev.eta) else [ev, ev.with_(eta=float(attacker_eta))]
+        n, per_class = int(cfg.eval.n), int(cfg.eval.get("n_retained_per_class", 0))
         budgets = [int(b) for b in params["budgets"]]
         job_roles = roles(cfg, ctx)
         inception = cfg.eval.get("inception_weights")
         if inception:
             safe_inception(inception)  # refused now if it is not a plain state dict
         judge = get_judge(ctx, cfg.judge)
-        key = {"attack": {k: v for k, v in params.items() if k != "budgets"}, "sampler": ev.key(), "n": n,
+        key = {"attack": {k: v for k, v in params.items() if k != "budgets"}, "n": n,
                "seed": ctx.seed, "judge": judge.id, "forget_class": ctx.forget_class, "guards": per_class,
                **({"study": cfg.study} if cfg.get("study") else {}),  # a study owns its points (rerun = resume)
                **ctx.fast_key(),  # bf16 etc. on CUDA: other numbers, other keys
                **({"inception": str(inception)} if inception else {})}
         unlearned = ctx.provenance(ctx.model_folder("unlearned"))
-        return cls(cfg, ctx, plan, ev, n, budgets, params, job_roles, judge,
-                   Guards(ctx, judge, ev, per_class, inception) if per_class else None, key,
-                   key_of({**key, "unlearned": unlearned["key"]}), unlearned.get("unlearn", {}).get("sample_gradients"),
-                   output_dir(cfg, plan))
+        return cls(cfg, ctx, plan, evs, n, budgets, params, job_roles, judge,
+                   [Guards(ctx, judge, e, per_class, inception) if per_class else None for e in evs], key,
+                   key_of({**key, "sampler": ev.key(), "unlearned": unlearned["key"]}),
+                   unlearned.get("unlearn", {}).get("sample_gradients"), [output_dir(cfg, plan, e) for e in evs])
 
     @property
     def records_path(self) -> Path:
@@ -156,8 +165,10 @@ class AttackJob:
     def recorded(self) -> set[str]:
         return set() if self.overwrite else existing_keys(self.records_path)
 
-    def point_keys(self, model_key: str) -> dict[int, str]:
-        return {b: key_of({**self.key, "model": model_key, "steps": b}) for b in self.budgets}
+    def point_keys(self, model_key: str) -> dict[tuple[int, int], str]:
+        """(budget, index of the scoring sampler) -> the point's record key."""
+        return {(b, i): key_of({**self.key, "sampler": ev.key(), "model": model_key, "steps": b})
+                for b in self.budgets for i, ev in enumerate(self.evs)}
 
 
 def run_attack(cfg: DictConfig, plan: Plan, ctx: Context | None = None) -> list[dict]:
@@ -176,26 +187,29 @@ def run_attack(cfg: DictConfig, plan: Plan, ctx: Context | None = None) -> list[
             continue
         model = ctx.load(folder)
         for state in plan.states(model, torch.Generator().manual_seed(ctx.seed)):
-            if keys[state.steps] not in have:
-                rec = _score(job, role, prov, state, keys[state.steps])
-                append_record(job.records_path, rec, replace=job.overwrite)
+            for i in range(len(job.evs)):
+                if keys[state.steps, i] not in have:
+                    rec = _score(job, role, prov, state, keys[state.steps, i], i)
+                    append_record(job.records_path, rec, replace=job.overwrite)
     return [r for r in read_records(job.records_path) if r["key"] in wanted]
 
 
-def _score(job: AttackJob, role: str, prov: dict, state: AttackState, key: str) -> dict:
-    """Sample c_f from the attacked model (unless the attack drew the samples), score them, build the record."""
-    ctx, ev, n = job.ctx, job.ev, job.n
+def _score(job: AttackJob, role: str, prov: dict, state: AttackState, key: str, i: int = 0) -> dict:
+    """Sample c_f from the attacked model with scoring sampler i (unless the attack drew the samples), score them,
+    build the record."""
+    ctx, ev, n, guards = job.ctx, job.evs[i], job.n, job.guards[i]
     drawn = state.samples is not None  # drawing the samples was the attack: their cost is the attack's
     x, timer = ((state.samples, Timer(ctx.device)) if drawn else
                 ev.sample(state.model, ctx.schedule, torch.full((n,), ctx.forget_class), ctx.ds.image_shape, ctx.seed))
     probs = job.judge.probs(x)
     hits = probs.argmax(-1) == ctx.forget_class
     s = {k: round(v, 5) for k, v in score(probs, ctx.forget_class).items()}
-    guard, gtimer = job.guards(state.model, x, hits) if job.guards else ({}, Timer(ctx.device))
-    _save_strip(x[:16], job.out_dir / "samples" / f"{role}_steps{state.steps}.npy")
-    log.info("%s %s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, job.plan.setting, state.steps, s["ra"],
-             s["ra_ci_low"], s["ra_ci_high"], s["entropy"], guard)
-    n_eval = (0 if drawn else n) + (len(job.guards.labels) if job.guards else 0)
+    guard, gtimer = guards(state.model, x, hits) if guards else ({}, Timer(ctx.device))
+    _save_strip(x[:16], job.out_dirs[i] / "samples" / f"{role}_steps{state.steps}.npy")
+    log.info("%s %s%s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, job.plan.setting,
+             "" if i == 0 else f" @{ev.label}", state.steps, s["ra"], s["ra_ci_low"], s["ra_ci_high"], s["entropy"],
+             guard)
+    n_eval = (0 if drawn else n) + (len(guards.labels) if guards else 0)
     return AttackPoint(
         key=key, run_id=job.run_id, study=job.cfg.get("study"), dataset=ctx.ds.name,
         data_fingerprint=ctx.ds.fingerprint, model=ctx.arch_name, model_key=prov["key"],
@@ -227,14 +241,15 @@ def roles(cfg: DictConfig, ctx: Context) -> list[str]:
                                *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
 
 
-def output_dir(cfg: DictConfig, plan: Plan) -> Path:
+def output_dir(cfg: DictConfig, plan: Plan, ev: SamplerSpec | None = None) -> Path:
     """The folder of a plan's figures and sample strips: under the run folder, named by the setting (and the
-    evaluation sampler when it is not the default: an attacker's sampler never overwrites the default run's)."""
+    scoring sampler `ev`, by default the evaluation's, when it is not the default: an attacker's sampler never
+    overwrites the default run's)."""
     run = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.results) / "run"
     if plan.subdir:
         return run / plan.subdir
     slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", plan.setting).strip("_") or "default"
-    return run / (slug + SamplerSpec.from_cfg(cfg.sampler).with_(**plan.sampler).variant)
+    return run / (slug + (ev or SamplerSpec.from_cfg(cfg.sampler).with_(**plan.sampler)).variant)
 
 
 def _save_strip(x: torch.Tensor, path: Path) -> None:

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from attacks import deploy, embedding, finetune, noise_opt
+from attacks import deploy, embedding, finetune, noise_opt, relearn
 from tests.conftest import compose_cfg, run_cli
 from unlearn import salun
 from unlearn.diffusion import VARIANCES
@@ -72,7 +72,7 @@ def test_choices_are_the_codes_own():
     assert SETTINGS["attack.data"].choices == finetune.DATA
     assert SETTINGS["attack.init"].choices == embedding.INITS and SETTINGS["attack.mode"].choices == embedding.MODES
     assert SETTINGS["sampler.variance"].choices == VARIANCES
-    assert SETTINGS["attack.guide"].choices == noise_opt.GUIDES
+    assert SETTINGS["attack.guide"].choices == noise_opt.GUIDES and SETTINGS["attack.part"].choices == relearn.PARTS
     assert SETTINGS["attack.transforms"].each.choices == tuple(deploy.TRANSFORMS)
     assert SETTINGS["unlearned.args.anchor"].choices == salun.ANCHORS
     assert SETTINGS["unlearned.args.target"].choices == salun.TARGETS

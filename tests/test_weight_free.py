@@ -220,3 +220,39 @@ def test_sampler_noise_probes_eta_above_one(tiny_root, tmp_path):
                                           "attack.eta=[1.5]", *_paths(tiny_root, tmp_path)]))
     assert len(records) == 3
     assert all(r["sampler"]["eta"] == 1.5 and r["guidance_w"] == r["attack_params"]["guidance_w"] for r in records)
+
+
+# ---- the attacker's sampler beside the defender's ----------------------------------------------------------------
+
+def test_attacker_eta_scores_every_weight_point_twice_keyed_apart(tiny_root, tmp_path):
+    """eval.attacker_eta=1: each (role, budget) of a weight attack gets a second record, scored by DDIM with eta 1,
+    its own key, the same attack cost; an attack that draws its own samples is scored once."""
+    records = _run("relearn", ["eval.attacker_eta=1"], tiny_root, tmp_path)
+    assert len(records) == 3 * 2 * 2 and len({r["key"] for r in records}) == 12
+    by = {(r["role"], r["budget"]["steps"], r["sampler"]["eta"]): r for r in records}
+    for role in ("unlearned", "original", "oracle"):
+        for b in (0, 2):
+            d, a = by[(role, b, 0.0)], by[(role, b, 1.0)]
+            assert d["budget"] == a["budget"] and d["run_id"] == a["run_id"]
+            assert a["sampler"] == {"name": "ddim", "steps": 3, "eta": 1.0}
+    plain = {(r["role"], r["budget"]["steps"]): r["key"] for r in _run("relearn", [], tiny_root, tmp_path)}
+    assert plain == {(r, b): by[(r, b, 0.0)]["key"] for r, b, _ in by}  # the defender's keys are unchanged
+    drawn = _run("partial", ["eval.attacker_eta=1", "attack.strength=[0.5]", "attack.k=3"], tiny_root, tmp_path)
+    assert len(drawn) == 3 and all(r["sampler"]["eta"] == 0.0 for r in drawn)
+
+
+def test_relearning_a_part_trains_only_that_part(tiny_root, tmp_path):
+    from attacks import relearn
+
+    for part, prefix in [("embedding", "class_embedding."), ("last_up", "up_blocks.1.")]:
+        model = _tiny_model()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        images = torch.rand(4, 1, 8, 8) * 2 - 1
+        list(relearn.relearn(model, images, forget_class=3, schedule=Schedule.linear(), budgets=[0, 3], lr=1e-2,
+                             batch_size=4, part=part, generator=torch.Generator().manual_seed(0)))
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        assert changed and all(n.startswith(prefix) for n in changed), (part, changed)
+    records = _run("relearn", ["attack.part=embedding", "attack.lr=1e-2"], tiny_root, tmp_path)
+    assert {r["setting"] for r in records} == {"embedding k=10"}
+    assert all(r["attack_params"]["part"] == "embedding" for r in records)
+    assert all("part" not in r["attack_params"] for r in _run("relearn", [], tiny_root, tmp_path / "full"))

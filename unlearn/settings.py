@@ -175,6 +175,7 @@ SETTINGS: dict[str, object] = {
     # evaluation
     "eval.n": count(), "eval.n_retained_per_class": count(0), "eval.n_per_class": count(),
     "eval.grid_per_class": count(1, 100), "eval.inception_weights": Text(null=True, example="a file path"),
+    "eval.attacker_eta": Num(0, 10, null=True),
     # unlearned model: unlearned.args.* are the methods' hyperparameters (unknown ones: check_method_args)
     "unlearned.name": NAME, "unlearned.checkpoint": Text(null=True, example="a folder path"),
     "unlearned.args.steps": count(1, LONG), "unlearned.args.batch_size": count(),
@@ -194,6 +195,7 @@ SETTINGS: dict[str, object] = {
     # attacks (configs/attack/): one rule per key, shared by the attacks that read it
     "attack.name": NAME, "attack.budgets": Items(STEPS, increasing=True),
     "attack.k": count(), "attack.lr": RATE, "attack.batch_size": count(), "attack.lora_rank": count(0, 4096),
+    "attack.part": Choice(("all", "embedding", "last_up")),
     "attack.data": Choice(("retain", "neighbour", "own")), "attack.n_own": count(1, 10**5),
     "attack.label_dropout": prob(), "attack.mode": Choice(("data", "datafree")),
     "attack.init": Choice(("forgotten", "null_row", "mean")), "attack.sample_steps": count(1, 1000),
