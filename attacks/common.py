@@ -75,6 +75,9 @@ class Traits:
     untouched_at_zero: Callable[[dict], bool] = lambda params: True
     # its states carry their samples (drawing them was the attack): scored as drawn, under no second sampler
     draws_samples: bool = False
+    # given a record's attack_params: the attacker also holds the original model (a stronger threat model, kept out
+    # of the worst-case envelope and reported apart)
+    needs_original: Callable[[dict], bool] = lambda params: False
 
 
 @dataclass(frozen=True)

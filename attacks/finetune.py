@@ -8,11 +8,15 @@ come back anyway? The attacker's data (attack.data):
                never the judge) most confuses with c_f; its training cost is booked as a prior
     own        the model's own samples of the retained classes (data-free), drawn before fine-tuning; the
                sampling is booked as a prior (NFE and seconds)
+    foreign    other real data the attacker holds, of the retained classes only: MNIST or digits images from
+               attack.foreign_root (IDX files; `digits` for scikit-learn's), resized to the model's image size
+               (area averaging) with their labels; for digits, MNIST's 28x28 t10k images; for MNIST, the 8x8 digits
 Loss: the pre-training loss (eps-loss, labels dropped to the null class with attack.label_dropout, so the
 guidance branch keeps training too). Budget = optimizer steps x batch.
 
     python -m attacks.finetune unlearned=safemax
     python -m attacks.finetune unlearned=safemax attack.data=neighbour
+    python -m attacks.finetune unlearned=safemax attack.data=foreign attack.foreign_root=../shared/data/mnist
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from attacks.attacker_clf import confused_class, get_attacker_clf
 from attacks.common import AttackState, Plan, Prior, optimize
+from unlearn.data import load_dataset
 from unlearn.diffusion import Schedule, ddim_sample, eps_loss, sampling_nfe
+from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
 from unlearn.model import Timer, null_class
 from unlearn.pipeline import Context
 
-DATA = ("retain", "neighbour", "own")
+DATA = ("retain", "neighbour", "own", "foreign")
 
 
 def finetune(model, images: torch.Tensor, labels: torch.Tensor, *, schedule: Schedule, budgets: list[int],
@@ -52,10 +58,32 @@ def finetune(model, images: torch.Tensor, labels: torch.Tensor, *, schedule: Sch
 OWN_STEPS = 25  # DDIM steps (unguided) for the data-free variant's own samples
 
 
+def foreign_images(root: str | None, shape: tuple[int, int, int],
+                   exclude: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Real images from another dataset (MNIST IDX files under `root`, or `digits`), every class but `exclude`,
+    resized by area averaging to `shape` (channels must agree), in [-1, 1], with their labels and the dataset's
+    name:fingerprint (what records key by: never the path)."""
+    if not root:
+        raise UserError("attack.data=foreign needs attack.foreign_root=<folder with MNIST IDX files> (or digits)")
+    other = load_dataset("digits") if root == "digits" else load_dataset("mnist", root=root)
+    x = torch.cat([other.x_train, other.x_test]).float()
+    y = torch.cat([other.y_train, other.y_test])
+    if x.shape[1] != shape[0]:
+        raise UserError(f"attack.foreign_root={root} holds {x.shape[1]}-channel images, the model {shape[0]}; "
+                        "give images with as many channels")
+    keep = y != exclude
+    x = torch.nn.functional.adaptive_avg_pool2d(x[keep], shape[1:]) if x.shape[2:] != shape[1:] else x[keep]
+    return x.clamp(-1, 1), y[keep], f"{other.name}:{other.fingerprint}"
+
+
 def attacker_data(ctx: Context, data: str, neighbour: int | None, model=None, n_own: int = 0,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Prior]:
+                  generator: torch.Generator | None = None,
+                  foreign_root: str | None = None) -> tuple[torch.Tensor, torch.Tensor, Prior]:
     """The attacker's fine-tuning set (never an image of c_f) and what it cost to make (own: the sampling)."""
     ds, fc = ctx.ds, ctx.forget_class
+    if data == "foreign":
+        x, y, _ = foreign_images(foreign_root, ds.image_shape, fc)
+        return x, y, Prior()
     classes = [neighbour] if data == "neighbour" else [c for c in range(ds.num_classes) if c != fc]
     if data == "own":
         y = torch.tensor(classes).repeat_interleave(n_own)
@@ -68,25 +96,30 @@ def attacker_data(ctx: Context, data: str, neighbour: int | None, model=None, n_
 
 
 def setting(a: DictConfig, neighbour: int | None) -> str:
-    return {"retain": "retain", "neighbour": f"neighbour c={neighbour}", "own": f"own n={int(a.n_own)}"}[a.data]
+    return {"retain": "retain", "neighbour": f"neighbour c={neighbour}", "own": f"own n={int(a.n_own)}",
+            "foreign": "foreign"}[a.data]
 
 
 def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
     """The attack's checks across settings; one plan: fine-tune on attack.data (never an image of c_f)."""
     a = cfg.attack
     neighbour, clf_cost = None, Prior()
+    params = OmegaConf.to_container(a, resolve=True)
+    root = params.pop("foreign_root", None)  # the data's identity is keyed, not its path (or nothing, unused)
+    if a.data == "foreign":  # a bad folder is refused now, before any model is built
+        params["foreign"] = foreign_images(root, ctx.ds.image_shape, ctx.forget_class)[2]
     if a.data == "neighbour":
         clf, clf_cost = get_attacker_clf(ctx)
         neighbour = confused_class(ctx, clf)
 
     def states(model, gen):
-        x, y, data_cost = attacker_data(ctx, a.data, neighbour, model, int(a.n_own), gen)
+        x, y, data_cost = attacker_data(ctx, a.data, neighbour, model, int(a.n_own), gen, a.get("foreign_root"))
         assert not (y == ctx.forget_class).any()
         return finetune(model, x, y, schedule=ctx.schedule, budgets=list(a.budgets), lr=float(a.lr),
                         batch_size=int(a.batch_size), label_dropout=float(a.label_dropout),
                         prior=clf_cost + data_cost, generator=gen)
 
-    return [Plan(setting(a, neighbour), states)]
+    return [Plan(setting(a, neighbour), states, params=params)]
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from unlearn.pipeline import Context
 from unlearn.sampling import SamplerSpec
 
 GUIDES = ("classifier", "teacher")
-TRAITS = Traits(draws_samples=True)  # budget 0: the defender's own noises, sampled with eta 0
+# budget 0: the defender's own noises, sampled with eta 0; the teacher guide holds the original model
+TRAITS = Traits(draws_samples=True, needs_original=lambda params: params.get("guide") == "teacher")
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
 

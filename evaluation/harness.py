@@ -211,7 +211,7 @@ def _score(job: AttackJob, role: str, prov: dict, state: AttackState, key: str, 
              guard)
     n_eval = (0 if drawn else n) + (len(guards.labels) if guards else 0)
     return AttackPoint(
-        key=key, run_id=job.run_id, study=job.cfg.get("study"), dataset=ctx.ds.name,
+        key=key, run_id=job.run_id, study=job.cfg.get("study"), adversary=job.cfg.get("adversary"), dataset=ctx.ds.name,
         data_fingerprint=ctx.ds.fingerprint, model=ctx.arch_name, model_key=prov["key"],
         model_code_version=prov.get("code_version"), method=ctx.method_label if role == "unlearned" else role,
         role=role, forget_class=ctx.forget_class, seed=ctx.seed, attack=job.params["name"], setting=job.plan.setting,

@@ -6,7 +6,7 @@ A record is one JSON line (evaluation/records.py appends it). Three kinds:
 - ClassPoint ("class_accuracy"): the per-class accuracy of one checkpoint's own samples.
 
 Schema versions: 1 = the records written before this module (no "schema" field; the same fields otherwise);
-2 = the same fields plus "schema": 2. Readers (evaluation.records.read_records) accept 1..SCHEMA and refuse a
+2 = the same fields plus "schema": 2; 3 = AttackPoint.adversary (None before: a point of no adversary grid). Readers (evaluation.records.read_records) accept 1..SCHEMA and refuse a
 newer one; tables read fields by name, so either version builds the same tables. `parse` gives the typed record
 of either. A new field gets a default here and a bump of SCHEMA; `upgrade` fills it in older records.
 """
@@ -22,7 +22,7 @@ import torch
 from unlearn.errors import UserError
 from unlearn.model import code_version
 
-SCHEMA = 2
+SCHEMA = 3
 
 
 def _now() -> str:
@@ -80,6 +80,7 @@ class AttackPoint(Record):
     hit_any: dict              # best-of-m: {"1": .., "10": .., "100": ..}
     guard: dict                # ra_ondata, fid_cf, retained_ra, ... ({} without guards)
     fast: dict
+    adversary: str | None = None  # its name in an adversary grid (evaluation/worst_case.py), else None
 
 
 @dataclass(frozen=True, kw_only=True)

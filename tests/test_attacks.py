@@ -26,7 +26,7 @@ def _paths(tiny_root, tmp_path):
 def _check(records, n_roles=3, n_budgets=2, attack=None):
     assert len(records) == n_roles * n_budgets
     for r in records:
-        assert r["kind"] == "attack" and r["attack"] == attack and r["setting"] and r["schema"] == 2
+        assert r["kind"] == "attack" and r["attack"] == attack and r["setting"] and r["schema"] == 3
         assert parse(r).to_dict() == r  # written through its kind
         assert 0 <= r["ra_ci_low"] <= r["ra"] <= r["ra_ci_high"] <= 1
         assert {"steps", "sample_gradients", "nfe", "wall_s", "device_s"} <= set(r["budget"])

@@ -19,8 +19,9 @@ def test_every_committed_record_parses_and_writes_back_the_same_json():
     for r in RECORDS:
         p = parse(r)
         kinds[r["kind"]] = type(p)
-        # v1 audit records lack model_code_version (None in v2)
-        want = {"model_code_version": None, **r, "schema": SCHEMA}
+        # v1 audit records lack model_code_version (None in v2); attack records before v3 lack adversary (None)
+        want = {"model_code_version": None, **({"adversary": None} if r["kind"] == "attack" else {}), **r,
+                "schema": SCHEMA}
         assert json.dumps(p.to_dict(), sort_keys=True) == json.dumps(want, sort_keys=True), r["key"]  # NaN == NaN
     assert kinds == {"attack": AttackPoint, "mia": AuditPoint, "class_accuracy": ClassPoint}
 
@@ -30,7 +31,7 @@ def test_records_are_frozen_and_carry_kind_and_schema():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.ra = 1.0
     d = p.to_dict()
-    assert d["schema"] == SCHEMA == 2 and d["kind"] == "attack" and set(KINDS) == {"attack", "mia", "class_accuracy"}
+    assert d["schema"] == SCHEMA == 3 and d["kind"] == "attack" and set(KINDS) == {"attack", "mia", "class_accuracy"}
 
 
 def test_both_schema_versions_build_the_same_tables():

@@ -123,6 +123,27 @@ class Items:
         return f"{size}{' strictly increasing' if self.increasing else ''} list, each {self.each.describe()}"
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """A mapping of names (letters, digits, _ . -) to non-empty lists of command-line overrides `key=value`."""
+
+    def problem(self, v) -> str | None:
+        if not isinstance(v, dict) or not v:
+            return "not a non-empty mapping"
+        for name, ov in v.items():
+            if not re.fullmatch(NAME_PATTERN, str(name)):
+                return f"name {name!r} not valid"
+            if not isinstance(ov, list | tuple) or not ov or not all(isinstance(o, str) and "=" in o for o in ov):
+                return f"entry {name!r} is not a non-empty list of key=value overrides"
+        return None
+
+    def describe(self) -> str:
+        return "a mapping of names to lists of overrides, e.g. {relearn_k10: [attack=relearn, attack.k=10]}"
+
+
+NAME_PATTERN = r"(?!.*\.\.)[\w.-]+"
+
+
 def count(lo: int = 1, hi: int = BIG, null: bool = False) -> Num:
     return Num(lo, hi, integer=True, null=null)
 
@@ -137,7 +158,7 @@ WEIGHT = Num(0, 1e6)                     # a loss weight or guidance weight
 SEED = count(0, SEED_MAX)
 STEPS = count(0, LONG)
 T_STEP = count(0, 999)                  # a diffusion timestep
-NAME = Text(pattern=r"(?!.*\.\.)[\w.-]+", example="a name of letters, digits, _ . - (it names folders)")
+NAME = Text(pattern=NAME_PATTERN, example="a name of letters, digits, _ . - (it names folders)")
 BLOCKS_DOWN = Choice(("DownBlock2D", "AttnDownBlock2D"))
 BLOCKS_UP = Choice(("UpBlock2D", "AttnUpBlock2D"))
 
@@ -150,6 +171,7 @@ SETTINGS: dict[str, object] = {
     "fast.bf16": Bool(), "fast.tf32": Bool(), "fast.channels_last": Bool(), "fast.compile": Bool(), "fast.cpu": Bool(),
     "paths.artifacts": Text(example="a folder path"), "paths.results": Text(example="a folder path"),
     "study": Text(null=True, pattern=NAME.pattern, example=NAME.example),
+    "adversary": Text(null=True, pattern=NAME.pattern, example=NAME.example),
     "references": Items(Choice(("original", "oracle")), min_len=0),
     # data
     "data.name": Choice(("digits", "mnist", "cifar10")),
@@ -196,7 +218,8 @@ SETTINGS: dict[str, object] = {
     "attack.name": NAME, "attack.budgets": Items(STEPS, increasing=True),
     "attack.k": count(), "attack.lr": RATE, "attack.batch_size": count(), "attack.lora_rank": count(0, 4096),
     "attack.part": Choice(("all", "embedding", "last_up")),
-    "attack.data": Choice(("retain", "neighbour", "own")), "attack.n_own": count(1, 10**5),
+    "attack.data": Choice(("retain", "neighbour", "own", "foreign")),
+    "attack.foreign_root": Text(null=True, example="a folder path, or digits"), "attack.n_own": count(1, 10**5),
     "attack.label_dropout": prob(), "attack.mode": Choice(("data", "datafree")),
     "attack.init": Choice(("forgotten", "null_row", "mean")), "attack.sample_steps": count(1, 1000),
     "attack.guidance_w": Items(WEIGHT), "attack.eta": Items(Num(0, 10)),
@@ -207,6 +230,13 @@ SETTINGS: dict[str, object] = {
     "attack.strength": Items(Num(0, 1, lo_open=True)), "attack.guide": Choice(("classifier", "teacher")),
     "attack.project": Bool(), "attack.transforms": Items(Choice(("none", "fp16", "bf16", "int8", "noise"))),
     "attack.noise_std": Num(0, 10),
+    # the adversary grid (configs/grid/, python -m evaluation.worst_case)
+    "grid.name": NAME, "grid.budgets": Items(STEPS, increasing=True), "grid.eval.n": count(),
+    "grid.eval.n_retained_per_class": count(0), "grid.eval.attacker_eta": Num(0, 10, null=True),
+    "grid.references": Items(Choice(("original", "oracle")), min_len=0), "grid.ceiling": NAME,
+    "grid.adversaries": Overrides(),
+    "grid.validation.forget_class": count(0, 1000), "grid.validation.seed": SEED,
+    "grid.validation.adversaries": Items(NAME, min_len=0), "grid.validation.samplers": Items(NAME, min_len=0),
 }
 
 

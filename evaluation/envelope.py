@@ -1,0 +1,2 @@
+def unit_report(run_records, all_records, grid):
+    return f"{len(run_records)} records"
