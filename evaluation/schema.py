@@ -6,9 +6,10 @@ A record is one JSON line (evaluation/records.py appends it). Three kinds:
 - ClassPoint ("class_accuracy"): the per-class accuracy of one checkpoint's own samples.
 
 Schema versions: 1 = the records written before this module (no "schema" field; the same fields otherwise);
-2 = the same fields plus "schema": 2; 3 = AttackPoint.adversary (None before: a point of no adversary grid). Readers (evaluation.records.read_records) accept 1..SCHEMA and refuse a
-newer one; tables read fields by name, so either version builds the same tables. `parse` gives the typed record
-of either. A new field gets a default here and a bump of SCHEMA; `upgrade` fills it in older records.
+2 = the same fields plus "schema": 2; 3 = AttackPoint.adversary (None before: a point of no adversary grid).
+Readers (evaluation.records.read_records) accept 1..SCHEMA and refuse a newer one; tables read fields by name, so
+every version builds the same tables. `parse` gives the typed record of any. A new field gets a default here
+and a bump of SCHEMA; `upgrade` fills it in older records.
 """
 
 from __future__ import annotations
