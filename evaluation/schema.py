@@ -1,9 +1,10 @@
 """The record kinds, typed once: every writer builds its record through one of these classes.
 
-A record is one JSON line (evaluation/records.py appends it). Three kinds:
+A record is one JSON line (evaluation/records.py appends it). Four kinds:
 - AttackPoint ("attack"): one (model role, attack setting, budget) point scored by the judge;
 - AuditPoint ("mia"): one membership-inference score of one model role (no budget, no sampling);
-- ClassPoint ("class_accuracy"): the per-class accuracy of one checkpoint's own samples.
+- ClassPoint ("class_accuracy"): the per-class accuracy of one checkpoint's own samples;
+- WeightPoint ("weights", schema 3): one unlearned checkpoint's weight distances and interpolation path.
 
 Schema versions: 1 = the records written before this module (no "schema" field; the same fields otherwise);
 2 = the same fields plus "schema": 2; 3 = AttackPoint.adversary (None before: a point of no adversary grid).
@@ -134,7 +135,29 @@ class ClassPoint(Record):
     eval: dict
 
 
-KINDS: dict[str, type[Record]] = {c.kind: c for c in (AttackPoint, AuditPoint, ClassPoint)}
+@dataclass(frozen=True, kw_only=True)
+class WeightPoint(Record):
+    """Weight-space diagnostics of one unlearned checkpoint (evaluation/weights.py): L2 distances to the original
+    and the oracle (total and per block), and c_f's on-data RA along the line to the original's weights."""
+
+    kind: ClassVar[str] = "weights"
+    judge_id: str
+    sampler: dict
+    guidance_w: float
+    n: int
+    original_key: str
+    oracle_key: str
+    dist_original: float
+    dist_oracle: float
+    dist_original_blocks: dict
+    dist_oracle_blocks: dict
+    alphas: list               # interpolation weights of the original: 0 (the unlearned model) .. 1 (the original)
+    path_ra: list              # on-data RA of c_f at each alpha
+    path_ra_raw: list          # the K-way judge's RA at each alpha
+    eval: dict
+
+
+KINDS: dict[str, type[Record]] = {c.kind: c for c in (AttackPoint, AuditPoint, ClassPoint, WeightPoint)}
 
 
 def upgrade(record: dict) -> dict:

@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 import evaluation.entry  # noqa: F401 - registers the attack entry configs (relearn, finetune, ...) with Hydra
+import evaluation.worst_case  # noqa: F401 - registers the worst_case entry config
 from unlearn.model import Arch
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -31,7 +31,8 @@ def test_records_are_frozen_and_carry_kind_and_schema():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.ra = 1.0
     d = p.to_dict()
-    assert d["schema"] == SCHEMA == 3 and d["kind"] == "attack" and set(KINDS) == {"attack", "mia", "class_accuracy"}
+    assert d["schema"] == SCHEMA == 3 and d["kind"] == "attack" and set(KINDS) == {"attack", "mia", "class_accuracy",
+                                                                                   "weights"}
 
 
 def test_both_schema_versions_build_the_same_tables():

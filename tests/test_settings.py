@@ -21,7 +21,7 @@ ATTACK_ENTRIES = {"relearn": ["relearn", "relearn_lora"], "finetune": ["finetune
                   "embedding": ["embedding", "embedding_datafree"], "sampler": ["sampler", "sampler_noise"],
                   "mia": ["mia"], "partial": ["partial"], "noise_opt": ["noise_opt"], "deploy": ["deploy"]}
 ENTRIES = {**{e: f"attacks.{e}" for e in ATTACK_ENTRIES}, "unlearn": "unlearn.run", "pretrain": "unlearn.pretrain",
-           "classes": "evaluation.classes"}
+           "classes": "evaluation.classes", "worst_case": "evaluation.worst_case", "weights": "evaluation.weights"}
 VARIANTS = [[], ["data=mnist", "data.root=/x"], ["data=cifar10", "data.root=/x", "model=cifar"], ["model=medium"],
             ["sampler=ddpm"], ["sampler=testbed_ddpm"], ["sampler=testbed_ddim"]]
 
@@ -37,6 +37,7 @@ def _configs():
     for variant in VARIANTS:
         for entry in ("relearn", "classes", "pretrain"):
             yield entry, variant
+    yield "worst_case", ["grid=smoke"]
 
 
 def test_every_shipped_config_passes_and_every_key_it_holds_has_a_rule():

@@ -1,0 +1,272 @@
+"""The attacker's worst case (issue 15): the pre-registered grid, its runner on tiny models, the envelope's known
+answers (max over adversaries and samplers up to each budget, guards, the teacher kept out, the search cost
+summed), the gate's decisions and intervals, and fine-tuning on other real data."""
+
+import copy
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf
+
+from attacks import finetune
+from evaluation import envelope, gate
+from evaluation.records import read_records
+from evaluation.worst_case import adversary_cfg
+from tests.conftest import CONFIGS, SHARED_MNIST, TINY, TINY_METHOD, compose_cfg, run_cli
+from unlearn.errors import UserError
+from unlearn.settings import problems
+
+TINY_GRID = [*TINY, *TINY_METHOD, "grid=smoke", "grid.eval.n=16", "grid.budgets=[0,2]",
+             "grid.adversaries.noise_opt_teacher=['attack=noise_opt','attack.guide=teacher','attack.budgets=[0,2]']"]
+
+
+def _grid_run(tiny_root, tmp_path, monkeypatch, extra=()):
+    paths = [f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
+    got = run_cli("evaluation.worst_case", [*TINY_GRID, *extra, *paths], tmp_path, monkeypatch)
+    assert got.returncode == 0, got.stderr
+    return got, read_records(tmp_path / "results" / "records.jsonl")
+
+
+@pytest.fixture(scope="module")
+def smoke_records(tmp_path_factory, tiny_root):
+    """The smoke grid once on tiny models (module-scoped: several tests read it)."""
+    tmp = tmp_path_factory.mktemp("grid")
+    mp = pytest.MonkeyPatch()
+    try:
+        return _grid_run(tiny_root, tmp, mp)[1]
+    finally:
+        mp.undo()
+
+
+def test_the_digits_grid_is_preregistered_and_every_adversary_composes_valid():
+    cfg = compose_cfg("worst_case", [])
+    g = cfg.grid
+    assert g.name == "worst_case_digits" and len(g.adversaries) >= 30
+    assert g.ceiling in g.adversaries and set(g.validation.adversaries) <= set(g.adversaries)
+    families = set()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+        for name, ov in g.adversaries.items():
+            a = adversary_cfg(cfg, name, list(ov), study=g.name, references=list(g.references))
+            assert problems(a) == [], name
+            assert a.adversary == name and a.study == g.name and a.eval.n == g.eval.n
+            assert "grid" not in a
+            budgets = list(a.attack.budgets)
+            assert budgets == [0] or budgets == list(g.budgets) or "attack.budgets" in " ".join(ov), name
+            families.add(a.attack.name)
+    assert families == {"relearn", "finetune", "embedding", "sampler", "partial", "noise_opt", "deploy"}
+
+
+def test_a_bad_adversary_is_refused_by_name_before_anything_runs(tiny_root, tmp_path, monkeypatch):
+    paths = [f"paths.artifacts={tmp_path}/artifacts", f"paths.results={tmp_path}/results"]
+    got = run_cli("evaluation.worst_case", [*TINY_GRID, "grid.adversaries.relearn_lr1e-3_k10=['attack=relearn',"
+                                            "'attack.lr=-1']", *paths], tmp_path, monkeypatch)
+    assert got.returncode == 2
+    assert got.stderr.strip() == ("error: grid.adversaries.relearn_lr1e-3_k10: attack.lr=-1: out of range; use a "
+                                  "finite number in (0, 1e+06]")
+    assert not (tmp_path / "results" / "records.jsonl").exists() and not (tmp_path / "artifacts").exists()
+    got = run_cli("evaluation.worst_case", [*TINY_GRID, "+grid.adversaries.x=['attack.lr=1']", *paths], tmp_path,
+                  monkeypatch)
+    assert got.returncode == 2 and "grid.adversaries.x: start its overrides with attack=<option>" in got.stderr
+    got = run_cli("evaluation.worst_case", [*TINY_GRID, "+grid.adversaries.copy=['attack=relearn','attack.lr=1e-3',"
+                                            "'attack.k=10']", *paths], tmp_path, monkeypatch)
+    assert got.returncode == 2 and "is the same attack as relearn_lr1e-3_k10" in got.stderr
+
+
+def test_the_grid_records_every_adversary_on_the_unlearned_model_and_the_oracle(smoke_records):
+    recs = smoke_records
+    cfg = compose_cfg("worst_case", ["grid=smoke"])
+    assert {r["adversary"] for r in recs} == set(cfg.grid.adversaries)
+    assert {r["study"] for r in recs} == {"worst_case_smoke"} and all(r["schema"] == 3 for r in recs)
+    roles = {(r["adversary"], r["role"]) for r in recs}
+    for name in cfg.grid.adversaries:
+        assert {(name, "unlearned"), (name, "oracle")} <= roles
+        assert ((name, "original") in roles) == (name == cfg.grid.ceiling)
+    relearn = [r for r in recs if r["adversary"] == "relearn_lr1e-3_k10" and r["role"] == "unlearned"]
+    assert {(r["budget"]["steps"], r["sampler"]["eta"]) for r in relearn} == {(0, 0.0), (2, 0.0), (0, 1.0), (2, 1.0)}
+    probes = [r for r in recs if r["adversary"] == "sampler_w" and r["role"] == "unlearned"]
+    assert len(probes) == 4  # w in {0, 4} x eta in {0, 1}, each scored as drawn (once)
+
+
+def test_a_rerun_of_the_grid_records_nothing_new(smoke_records, tiny_root, tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    path = tmp_path / "results" / "records.jsonl"
+    path.write_text("".join(__import__("json").dumps(r) + "\n" for r in smoke_records))
+    before = path.read_bytes()
+    got, _ = _grid_run(tiny_root, tmp_path, monkeypatch)
+    assert path.read_bytes() == before
+    assert "steps" in got.stdout and "env_ra" in got.stdout  # the unit's envelope is printed
+
+
+def _set(recs, adversary, role, steps, ra, eta=None, retained=None, setting=None):
+    """Give the matching points a known on-data RA (and retained-class RA)."""
+    for r in recs:
+        if (r["adversary"] == adversary and r["role"] == role and r["budget"]["steps"] == steps
+                and (eta is None or r["sampler"]["eta"] == eta) and (setting is None or r["setting"] == setting)):
+            r["guard"]["ra_ondata"] = ra
+            if retained is not None:
+                r["guard"]["retained_ra"] = retained
+
+
+def _known(smoke_records):
+    recs = copy.deepcopy(smoke_records)
+    for r in recs:
+        r["guard"]["ra_ondata"], r["guard"]["retained_ra"] = 0.0, 1.0
+    _set(recs, "relearn_lr1e-4_k10", "original", 0, 0.9)
+    _set(recs, "relearn_lr1e-3_k10", "unlearned", 2, 0.6, eta=1.0)   # the max at 2, under the attacker's sampler
+    _set(recs, "relearn_lr1e-4_k10", "unlearned", 2, 0.8, retained=0.1)  # higher, but its guard fails
+    _set(recs, "noise_opt_teacher", "unlearned", 2, 1.0)              # holds the original: never in the envelope
+    _set(recs, "sampler_w", "unlearned", 0, 0.3, setting="w=4 eta=1")  # a zero-budget adversary: in every budget
+    _set(recs, "relearn_lr1e-3_k10", "oracle", 2, 0.2, eta=0.0)
+    return recs
+
+
+def test_the_envelope_is_the_max_over_adversaries_samplers_and_budgets_up_to_b(smoke_records):
+    recs = _known(smoke_records)
+    env = envelope.envelopes(envelope.grid_frame(recs, "worst_case_smoke")).set_index("steps")
+    assert list(env.index) == [0, 2]
+    assert env.loc[0, "env_ra"] == 0.3 and env.loc[0, "adversary"] == "sampler_w w=4 eta=1"
+    assert env.loc[2, "env_ra"] == 0.6 and env.loc[2, "adversary"].startswith("relearn_lr1e-3_k10 @DDIM-3 eta=1")
+    assert env.loc[2, "env_oracle"] == 0.2 and env.loc[2, "er"] == pytest.approx(0.4)
+    assert env.loc[0, "ra_orig"] == 0.9 and env.loc[0, "ra_u"] == 0.0
+    assert env.loc[2, "nr"] == pytest.approx(0.6 / 0.9)
+    # the defender's scope: points scored by its own sampler only (the eta-1 point and the probes' eta 1 are out)
+    dfd = envelope.envelopes(envelope.grid_frame(recs, "worst_case_smoke"), "defender").set_index("steps")
+    assert dfd.loc[2, "env_ra"] == 0.0 and dfd.loc[2, "er"] == pytest.approx(-0.2)
+
+
+def test_the_search_cost_sums_every_adversary_tried(smoke_records):
+    df = envelope.grid_frame(smoke_records, "worst_case_smoke")
+    env = envelope.envelopes(df).set_index("steps")
+    u = df[(df["model"] == "safemax") & ~df["needs_original"]]
+    at2 = u[u["steps"] <= 2].groupby(["adversary", "base_setting"])["budget_sample_gradients"].max().sum()
+    assert env.loc[2, "search_sample_gradients"] == at2 > 0
+    assert env.loc[0, "search_sample_gradients"] == 0 and env.loc[0, "search_nfe"] > 0  # the probes' sampling
+    teacher = df[df["needs_original"] & (df["model"] == "safemax")]["budget_nfe"].max()
+    assert teacher > 0 and env.loc[2, "search_nfe"] == u[u["steps"] <= 2].groupby(
+        ["adversary", "base_setting"])["budget_nfe"].max().sum()
+
+
+def test_headline_and_the_gate_read_the_same_envelope(smoke_records, tmp_path):
+    recs = _known(smoke_records)
+    t = envelope.headline(recs, "worst_case_smoke", n_boot=200).set_index("method")
+    assert t.loc["safemax", "ER@2"] == pytest.approx(0.4) and t.loc["safemax", "units"] == 1
+    assert t.loc["safemax", "max by"].startswith("relearn_lr1e-3_k10 @DDIM-3 eta=1")
+    stat = gate.er_at(recs, "worst_case_smoke", "safemax", 2)
+    lo, hi = gate.newcombe(0.6, 16, 0.2, 16)
+    assert (stat["er"], stat["lo"], stat["hi"]) == (pytest.approx(0.4), pytest.approx(lo), pytest.approx(hi))
+    assert gate.verdict(stat, 0.05, "lower")[0] is (lo <= 0.05)
+    assert gate.verdict(stat, 0.3, "point")[0] is False and gate.verdict(stat, 0.5, "point")[0] is True
+    assert gate.verdict(stat, 0.5, "upper")[0] is (hi <= 0.5)
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(__import__("json").dumps(r) + "\n" for r in recs))
+    common = ["--records", str(path), "--study", "worst_case_smoke", "--method", "safemax", "--at", "2"]
+    assert gate.main([*common, "--max-er", "0.5", "--fail-on", "point"]) == 0
+    assert gate.main([*common, "--max-er", "0.3", "--fail-on", "point"]) == 1
+    assert gate.main([*common[:-1], "3", "--max-er", "0.3"]) == 2  # no such budget: one line, exit 2
+
+
+def test_newcombe_interval_known_values():
+    # Newcombe (1998) Table II, example (a): 56/70 - 48/80 -> 0.2000 [0.0524, 0.3339]
+    lo, hi = gate.newcombe(56 / 70, 70, 48 / 80, 80)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+
+
+def test_the_gate_runs_a_grid_on_a_checkpoint(tiny_root, tmp_path, monkeypatch, capsys):
+    paths = [f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
+    rc = gate.main(["--max-er", "0.5", "--at", "2", "--", *TINY_GRID, *paths])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.splitlines()[-1].startswith("gate PASS: safemax at 2 steps: worst-case ER")
+    assert read_records(tmp_path / "results" / "records.jsonl")
+
+
+# ---- fine-tuning on other real data ------------------------------------------------------------------------------
+
+def _idx(folder, images: np.ndarray, labels: np.ndarray):
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, *images.shape) + images.astype(np.uint8).tobytes())
+    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def test_foreign_images_are_resized_by_area_and_never_hold_the_forgotten_class(tmp_path):
+    images, labels = np.zeros((40, 28, 28)), np.repeat(np.arange(10), 4)
+    images[0, :14, :14] = 255  # a top-left white quarter: by area, the 8x8 image's top-left 4x4 is white
+    _idx(tmp_path / "m", images, labels)
+    x, y, ident = finetune.foreign_images(str(tmp_path / "m"), (1, 8, 8), exclude=3)
+    assert x.shape == (36, 1, 8, 8) and not (y == 3).any() and ident.startswith("mnist:")
+    assert torch.all(x[0, :, :4, :4] == 1) and torch.all(x[0, :, 4:] == -1) and torch.all(x[0, :, :, 4:] == -1)
+    assert torch.all(x[1:] == -1)
+    with pytest.raises(UserError, match="attack.data=foreign needs attack.foreign_root"):
+        finetune.foreign_images(None, (1, 8, 8), 0)
+    with pytest.raises(UserError, match="holds 1-channel images, the model 3"):
+        finetune.foreign_images("digits", (3, 8, 8), 0)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="the shared MNIST files are not on this machine")
+def test_foreign_mnist_for_digits_from_the_shared_files():
+    x, y, _ = finetune.foreign_images(str(SHARED_MNIST), (1, 8, 8), exclude=0)
+    assert x.shape[1:] == (1, 8, 8) and len(x) > 8000 and not (y == 0).any()
+    assert -1 <= float(x.min()) and float(x.max()) <= 1 and float(x.mean()) < -0.5  # mostly black background
+
+
+def test_finetune_on_foreign_data_records_a_curve_keyed_by_the_data_not_the_path(tiny_root, tmp_path):
+    from evaluation.entry import run
+
+    _idx(tmp_path / "m", np.random.default_rng(0).integers(0, 255, (30, 28, 28)), np.repeat(np.arange(10), 3))
+    paths = [f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
+    cfg = compose_cfg("finetune", [*TINY, *TINY_METHOD, "attack.budgets=[0,2]", "eval.n=16", "attack.data=foreign",
+                                   f"attack.foreign_root={tmp_path / 'm'}", *paths])
+    recs = run(cfg)
+    assert len(recs) == 6 and {r["setting"] for r in recs} == {"foreign"}
+    assert all(r["attack_params"]["foreign"].startswith("mnist:") and "foreign_root" not in r["attack_params"]
+               for r in recs)
+    assert OmegaConf.select(cfg, "attack.foreign_root")
+
+
+# ---- weight-space diagnostics ------------------------------------------------------------------------------------
+
+def test_block_distances_add_up_to_the_total_and_the_line_ends_at_both_models():
+    from evaluation import weights
+    from tests.conftest import TINY_ARCH
+    from unlearn.model import build_unet
+
+    torch.manual_seed(0)
+    a, b = build_unet(TINY_ARCH, (1, 8, 8), 10), build_unet(TINY_ARCH, (1, 8, 8), 10)
+    sa, sb = a.state_dict(), b.state_dict()
+    total, blocks = weights.distances(sa, sb)
+    assert total == pytest.approx(np.sqrt(sum(v ** 2 for v in blocks.values())), rel=1e-6)
+    assert {"conv_in", "class_embedding", "down_blocks.0", "up_blocks.1", "mid_block"} <= set(blocks)
+    assert weights.distances(sa, sa)[0] == 0
+    one = {k: v.clone() for k, v in sa.items()}
+    one["class_embedding.weight"][3, 0] += 2.0  # one weight moved by 2: distance 2, all of it in that block
+    total, blocks = weights.distances(sa, one)
+    assert total == pytest.approx(2.0) and blocks["class_embedding"] == pytest.approx(2.0)
+    for alpha, want in ((0.0, sa), (1.0, sb)):
+        weights.interpolate(a, sa, sb, alpha)
+        assert all(torch.equal(a.state_dict()[k], want[k]) for k in sa)
+    weights.interpolate(a, sa, sb, 0.5)
+    k = "conv_in.weight"
+    torch.testing.assert_close(a.state_dict()[k], (sa[k] + sb[k]) / 2)
+
+
+def test_the_weights_record_starts_at_the_unlearned_model_and_ends_at_the_original(tiny_root, tmp_path, monkeypatch):
+    from evaluation.entry import run
+
+    paths = [f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
+    got = run_cli("evaluation.weights", [*TINY, *TINY_METHOD, "eval.n=16", *paths], tmp_path, monkeypatch)
+    assert got.returncode == 0, got.stderr
+    (rec,) = read_records(tmp_path / "results" / "records.jsonl")
+    assert rec["kind"] == "weights" and len(rec["path_ra"]) == 11 and rec["alphas"][0] == 0 and rec["alphas"][-1] == 1
+    assert rec["dist_original"] > 0 and rec["dist_oracle"] > 0
+    # a = 0 and a = 1 are the untouched unlearned model and the original, sampled as every budget-0 point is
+    ref = run(compose_cfg("relearn", [*TINY, *TINY_METHOD, "attack.budgets=[0]", "eval.n=16",
+                                      f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/ref"]))
+    ondata = {r["role"]: r["guard"]["ra_ondata"] for r in ref}
+    assert rec["path_ra"][0] == ondata["unlearned"] and rec["path_ra"][-1] == ondata["original"]
+    again = run_cli("evaluation.weights", [*TINY, *TINY_METHOD, "eval.n=16", *paths], tmp_path, monkeypatch)
+    assert again.returncode == 0 and len(read_records(tmp_path / "results" / "records.jsonl")) == 1  # resumed
