@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from attacks.registry import traits
+from evaluation import report_worst_case as wc
 from evaluation.curves import plot_robustness
 from evaluation.plots import plot_ra_curve
 from evaluation.records import COMMITTED, read_all, sampler_name
@@ -40,6 +41,7 @@ from evaluation.summary import (
     sampler_table,
     scalar_table,
 )
+from evaluation.tables import markdown as _md
 from evaluation.tables import ra_table
 from evaluation.unlearning_table import _variant_names, unlearning_table
 from unlearn.errors import ArgParser, UserError
@@ -47,15 +49,6 @@ from unlearn.io import atomic_write, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFENDER = "DDIM-25"  # the defender's sampler (configs/sampler/ddim.yaml): other samplers are compared with it
-
-
-def _md(df: pd.DataFrame) -> str:
-    """A pandas frame as a GitHub markdown table (no tabulate dependency)."""
-    df = df.reset_index()
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "---|" * len(df.columns)
-    rows = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([head, rule, *rows])
 
 
 def _devices(recs: list[dict]) -> str:
@@ -96,7 +89,8 @@ def headline_suite(records: list[dict]) -> str:
     attack settings run on every unit of the study, at budgets above 0 (full tables in the study's page)."""
 
     out = []
-    for study in sorted({r["study"] for r in records if r.get("study") and r.get("kind") == "attack"}):
+    for study in sorted({r["study"] for r in records if r.get("study") and r.get("kind") == "attack"
+                         and not wc.is_grid(r)}):  # an adversary grid's headline: headline_worst_case
         atk = [r for r in records
                if r.get("study") == study and r.get("kind") == "attack" and traits(r["attack"]).curve]
         if len({r["method"] for r in atk if r["role"] == "unlearned"}) < 2:
@@ -314,7 +308,8 @@ def sampler_section(records: list[dict]) -> str:
     """Relearning in named studies scored under other evaluation samplers than the defender's DDIM-25,
     paired unit by unit with the DDIM-25 study of the same dataset and model (REPORT finding 8)."""
 
-    atk = [r for r in records if r.get("kind") == "attack" and r.get("study") and r["attack"] == "relearn"]
+    atk = [r for r in records if r.get("kind") == "attack" and r.get("study") and r["attack"] == "relearn"
+           and not wc.is_grid(r)]  # an adversary grid's samplers: report/worst_case.md
     out = []
     for data in sorted({(r["dataset"], r["model"]) for r in atk}):
         sub = [r for r in atk if (r["dataset"], r["model"]) == data]
@@ -390,7 +385,9 @@ def replace_section(text: str, name: str, body: str) -> str:
 # Where each generated section lives. REPORT.md: the headline of each research question; a page under report/:
 # one topic in full. A study not named here gets a page of its own, report/<study>.md.
 PAGES = {
-    "REPORT.md": ["headline unlearning", "headline suite", "samplers"],
+    "REPORT.md": ["headline unlearning", "headline worst case", "headline suite", "samplers"],
+    "report/worst_case.md": ["worst case units", "worst case argmax", "worst case stronger", "worst case validation",
+                             "weights"],
     "report/unlearning.md": ["guidance", "unlearning", "table", "grids"],
     "report/relearn.md": ["relearn"],
     "report/attack_suite.md": ["study attack_suite"],
@@ -401,7 +398,8 @@ PAGES = {
 def _layout(records: list[dict]) -> dict[str, list[str]]:
     pages = {doc: list(names) for doc, names in PAGES.items()}
     placed = {n for names in pages.values() for n in names}
-    for study in sorted({r["study"] for r in records if r.get("study")} - {n.removeprefix("study ") for n in placed}):
+    studies = {r["study"] for r in records if r.get("study") and not wc.is_grid(r)}  # grids: report/worst_case.md
+    for study in sorted(studies - {n.removeprefix("study ") for n in placed}):
         pages[f"report/{study}.md"] = [f"study {study}"]
     return pages
 
@@ -424,7 +422,13 @@ def build_report(records_path: Path, report_path: Path, fig_dir: Path | None = N
                 "guidance": lambda: guidance_section(records), "unlearning": lambda: unlearning_section(records),
                 "table": lambda: table_section(records),
                 "grids": lambda: grids_section(results_root, fig_dir, committed_figs),
-                "relearn": lambda: attack_section(records, fig_dir), "samplers": lambda: sampler_section(records)}
+                "relearn": lambda: attack_section(records, fig_dir), "samplers": lambda: sampler_section(records),
+                "headline worst case": lambda: wc.headline_section(records),
+                "worst case units": lambda: wc.units_section(records),
+                "worst case argmax": lambda: wc.argmax_section(records),
+                "worst case stronger": lambda: wc.stronger_section(records),
+                "worst case validation": lambda: wc.validation_section(records),
+                "weights": lambda: wc.weights_section(records)}
     docs = {}
     for doc, names in _layout(records).items():
         path = report_path if doc == "REPORT.md" else report_path.parent / doc

@@ -9,6 +9,15 @@ from evaluation.metrics import wilson_ci
 ROLE_ORDER = ["original", "unlearned", "oracle"]
 
 
+def markdown(df: pd.DataFrame) -> str:
+    """A pandas frame as a GitHub markdown table (no tabulate dependency)."""
+    df = df.reset_index()
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    rows = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
     """Flatten records: budget.* become budget_* columns."""
     return pd.json_normalize(records, sep="_")
