@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+from evaluation import worst_case  # the entry configs (Hydra ConfigStore) and the runner
 from evaluation.envelope import envelopes, grid_frame
 from evaluation.metrics import wilson_ci
 from evaluation.records import read_all
 from evaluation.summary import bootstrap_ci
 from unlearn.errors import ArgParser, UserError, finite
+from unlearn.pipeline import Context
 from unlearn.settings import problems
 
 BOUNDS = ("lower", "point", "upper")
@@ -80,16 +82,12 @@ def verdict(stat: dict, max_er: float, fail_on: str) -> tuple[bool, str]:
 def run_grid(overrides: list[str]) -> tuple[str, str, list[dict]]:
     """Run python -m evaluation.worst_case with these overrides in this process; returns its grid's study, the
     attacked method's label and the records file's records."""
-    from evaluation import worst_case  # the entry configs (Hydra ConfigStore) and the runner
-
     configs = Path(worst_case.CONFIGS)
     with initialize_config_dir(version_base="1.3", config_dir=str(configs)):
         cfg = compose(config_name="worst_case", overrides=overrides)
         if found := problems(cfg):
             raise UserError(found[0])
         worst_case.run(cfg)
-        from unlearn.pipeline import Context
-
         label = Context.from_cfg(cfg).method_label
     return str(cfg.grid.name), label, read_all(Path(cfg.paths.results) / "records.jsonl")
 

@@ -116,13 +116,14 @@ def validation_section(records: list[dict]) -> str:
         val = [r for r in records if r.get("kind") == "attack" and r.get("study") == study + VALIDATION]
         if not val:
             continue
-        names = {r["adversary"].split("@")[0] for r in val}
+        names = {r["adversary"].rsplit(".", 1)[0] for r in val}  # <adversary>.<sampler>
         units = {(r["forget_class"], r["seed"]) for r in val}
         main = [r for r in records if r.get("kind") == "attack" and r.get("study") == study
                 and r.get("adversary") in names and (r["forget_class"], r["seed"]) in units]
         frame = attack_frame(main + val)
-        cheap = sorted(s for s in frame["sampler"].unique() if s.startswith("DDIM-25 eta=1"))
-        for other in sorted(set(frame["sampler"]) - {"DDIM-25", *cheap}):
+        # the attacker's cheap sampler: the grid's own points scored with an eta (the defender's sampler has none)
+        cheap = sorted(s for s in attack_frame(main)["sampler"].unique() if " eta=" in s)
+        for other in sorted(attack_frame(val)["sampler"].unique()):
             t = sampler_comparison(frame, cheap[0], other) if cheap else pd.DataFrame()
             if not t.empty:
                 t = format_ci(t).set_index("attack")

@@ -13,8 +13,8 @@ are keyed, resumable and shared exactly as an attack's own command records them.
 are computed from the records alone (evaluation/envelope.py).
 
 On the validation unit (grid.validation: one class, one seed) the listed adversaries are scored again by the
-listed samplers (e.g. 1000-step DDPM), as study <grid.name>_validation, outside the envelope: the cheap attacker's
-sampler is checked, not assumed.
+listed samplers (e.g. 1000-step DDPM), as study <grid.name>_validation and adversary <name>.<sampler>, outside the
+envelope: the cheap attacker's sampler is checked, not assumed.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from attacks.common import Audit, Plan
 from attacks.registry import ATTACKS
 from evaluation.entry import CONFIGS
+from evaluation.envelope import unit_report
 from evaluation.harness import run_attack
 from evaluation.records import check_records_file, read_records
 from unlearn.errors import UserError, cli, exit_on_user_error
@@ -86,7 +87,7 @@ def adversaries(cfg: DictConfig, ctx: Context) -> list[Adversary]:
         for name in v.adversaries:
             if name not in g.adversaries:
                 raise UserError(f"grid.validation.adversaries names {name}, not an adversary of grid {g.name}")
-            todo += [(f"{name}@{s}", list(g.adversaries[name]), f"{g.name}_validation", list(g.references), s)
+            todo += [(f"{name}.{s}", list(g.adversaries[name]), f"{g.name}_validation", list(g.references), s)
                      for s in v.samplers]
     out, seen = [], {}
     for name, ov, study, refs, sampler in todo:
@@ -126,8 +127,6 @@ def run(cfg: DictConfig) -> list[dict]:
 def main() -> None:
     def task(cfg: DictConfig) -> None:
         records = run(cfg)
-        from evaluation.envelope import unit_report  # the tables' module, after the run (pandas)
-
         print(unit_report(records, read_records(Path(cfg.paths.results) / "records.jsonl"), cfg.grid.name))
 
     cli(hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="worst_case")(exit_on_user_error(task)))

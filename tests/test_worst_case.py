@@ -4,6 +4,7 @@ summed), the gate's decisions and intervals, and fine-tuning on other real data.
 
 import copy
 import gzip
+import json
 import struct
 
 import numpy as np
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 from attacks import finetune
 from evaluation import envelope, gate
 from evaluation.records import read_records
+from evaluation.report_worst_case import validation_section
 from evaluation.worst_case import adversary_cfg
 from tests.conftest import CONFIGS, SHARED_MNIST, TINY, TINY_METHOD, compose_cfg, run_cli
 from unlearn.errors import UserError
@@ -94,12 +96,30 @@ def test_the_grid_records_every_adversary_on_the_unlearned_model_and_the_oracle(
 def test_a_rerun_of_the_grid_records_nothing_new(smoke_records, tiny_root, tmp_path, monkeypatch):
     (tmp_path / "results").mkdir()
     path = tmp_path / "results" / "records.jsonl"
-    path.write_text("".join(__import__("json").dumps(r) + "\n" for r in smoke_records))
+    path.write_text("".join(json.dumps(r) + "\n" for r in smoke_records))
     before = path.read_bytes()
     got, _ = _grid_run(tiny_root, tmp_path, monkeypatch)
     assert path.read_bytes() == before
     assert "steps" in got.stdout and "env_ra" in got.stdout  # the unit's envelope is printed
 
+
+
+def test_the_validation_unit_scores_its_adversaries_again_by_the_1000_step_sampler(smoke_records, tiny_root, tmp_path,
+                                                                                    monkeypatch):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in smoke_records))
+    unit = smoke_records[0]
+    extra = [f"grid.validation.forget_class={unit['forget_class']}", f"grid.validation.seed={unit['seed']}",
+             "grid.validation.adversaries=[relearn_lr1e-4_k10]", "grid.validation.samplers=[ddpm]"]
+    _, recs = _grid_run(tiny_root, tmp_path, monkeypatch, extra)
+    val = [r for r in recs if r["study"] == "worst_case_smoke_validation"]
+    assert {r["adversary"] for r in val} == {"relearn_lr1e-4_k10.ddpm"}
+    assert {(r["role"], r["budget"]["steps"]) for r in val} == {(role, b) for role in ("unlearned", "oracle")
+                                                                 for b in (0, 2)}
+    assert {(r["sampler"]["steps"], r["sampler"]["eta"]) for r in val} == {(1000, 1.0)}  # the 1000-step sampler only
+    assert len(recs) == len(smoke_records) + len(val)  # the grid's own points were all reused
+    section = validation_section(recs)
+    assert "worst_case_smoke" in section and "DDPM-1000" in section and "DDIM-3 eta=1" in section
 
 def _set(recs, adversary, role, steps, ra, eta=None, retained=None, setting=None):
     """Give the matching points a known on-data RA (and retained-class RA)."""
@@ -162,7 +182,7 @@ def test_headline_and_the_gate_read_the_same_envelope(smoke_records, tmp_path):
     assert gate.verdict(stat, 0.3, "point")[0] is False and gate.verdict(stat, 0.5, "point")[0] is True
     assert gate.verdict(stat, 0.5, "upper")[0] is (hi <= 0.5)
     path = tmp_path / "records.jsonl"
-    path.write_text("".join(__import__("json").dumps(r) + "\n" for r in recs))
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     common = ["--records", str(path), "--study", "worst_case_smoke", "--method", "safemax", "--at", "2"]
     assert gate.main([*common, "--max-er", "0.5", "--fail-on", "point"]) == 0
     assert gate.main([*common, "--max-er", "0.3", "--fail-on", "point"]) == 1
