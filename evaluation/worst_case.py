@@ -6,7 +6,8 @@ seed) unit, every adversary on the unlearned model and on the oracle, and print 
 
 Each grid entry is one attack config (attack=<option> + its overrides) composed by Hydra as `python -m attacks.<x>`
 would compose it; the grid adds its budgets (to adversaries that optimise and set none), its evaluation
-(grid.eval: N, guards, the attacker's eta), its references (the oracle; the ceiling adversary also the original),
+(grid.eval: N, guards, the attacker's eta), its references (the oracle; the ceiling adversary and the controls
+also the original: an attack that cannot show c_f on the original is broken, not strong evidence of forgetting),
 `study=<grid.name>` and `adversary=<entry name>` (stored in every record). Every adversary's settings and plans are
 checked before the first one runs; each is then run through the one harness (evaluation/harness.py), so points
 are keyed, resumable and shared exactly as an attack's own command records them. The envelope and its search cost
@@ -80,7 +81,10 @@ def adversaries(cfg: DictConfig, ctx: Context) -> list[Adversary]:
     g = cfg.grid
     if g.ceiling not in g.adversaries:
         raise UserError(f"grid.ceiling={g.ceiling} is not an adversary of grid {g.name}; name one of its entries")
-    todo = [(name, list(ov), g.name, [*(["original"] if name == g.ceiling else []), *g.references], None)
+    on_original = {g.ceiling, *g.get("controls", [])}
+    if stray := sorted(on_original - set(g.adversaries)):
+        raise UserError(f"grid.controls names {stray[0]}, not an adversary of grid {g.name}; name one of its entries")
+    todo = [(name, list(ov), g.name, [*(["original"] if name in on_original else []), *g.references], None)
             for name, ov in g.adversaries.items()]
     v = g.get("validation")
     if v and int(v.forget_class) == ctx.forget_class and int(v.seed) == ctx.seed:

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from attacks import finetune
 from evaluation import envelope, gate
-from evaluation.records import read_records
+from evaluation.records import COMMITTED, read_records
 from evaluation.report_worst_case import validation_section
 from evaluation.worst_case import adversary_cfg
 from tests.conftest import CONFIGS, SHARED_MNIST, TINY, TINY_METHOD, compose_cfg, run_cli
@@ -86,7 +86,7 @@ def test_the_grid_records_every_adversary_on_the_unlearned_model_and_the_oracle(
     roles = {(r["adversary"], r["role"]) for r in recs}
     for name in cfg.grid.adversaries:
         assert {(name, "unlearned"), (name, "oracle")} <= roles
-        assert ((name, "original") in roles) == (name == cfg.grid.ceiling)
+        assert ((name, "original") in roles) == (name in {cfg.grid.ceiling, *cfg.grid.controls})
     relearn = [r for r in recs if r["adversary"] == "relearn_lr1e-3_k10" and r["role"] == "unlearned"]
     assert {(r["budget"]["steps"], r["sampler"]["eta"]) for r in relearn} == {(0, 0.0), (2, 0.0), (0, 1.0), (2, 1.0)}
     probes = [r for r in recs if r["adversary"] == "sampler_w" and r["role"] == "unlearned"]
@@ -290,3 +290,33 @@ def test_the_weights_record_starts_at_the_unlearned_model_and_ends_at_the_origin
     assert rec["path_ra"][0] == ondata["unlearned"] and rec["path_ra"][-1] == ondata["original"]
     again = run_cli("evaluation.weights", [*TINY, *TINY_METHOD, "eval.n=16", *paths], tmp_path, monkeypatch)
     assert again.returncode == 0 and len(read_records(tmp_path / "results" / "records.jsonl")) == 1  # resumed
+
+
+# ---- on the committed records of the digits grid (data/records/worst_case_digits.jsonl.gz) ------------------------
+
+GRID_RECORDS = COMMITTED / "worst_case_digits.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def digits_grid():
+    return envelope.grid_frame(read_records(GRID_RECORDS), "worst_case_digits")
+
+
+def test_budget_zero_is_one_point_across_every_family(digits_grid):
+    """Relearning, LoRA, inversion, fine-tuning and noise optimisation at budget 0 all leave the model untouched:
+    per model, unit and scoring sampler they record the same RA (the same samples), whichever adversary ran."""
+    df = digits_grid
+    zero = df[(df["steps"] == 0) & df["unattacked"]]
+    assert zero["attack"].nunique() >= 4
+    spread = zero.groupby(["model", "forget_class", "seed", "sampler"])["ra"].agg(["min", "max", "count"])
+    assert (spread["count"] > 1).any() and (spread["min"] == spread["max"]).all(), spread[spread["min"] < spread["max"]]
+
+
+def test_the_gate_on_the_committed_grid_passes_safemax_and_fails_a_leaking_model(capsys):
+    """Selective Amnesia at this scale never forgets (RA 1.0 untouched): the gate fails it at budget 0, where
+    SAFEMax passes; gradient ascent relearns past the oracle's envelope within 30 steps and fails there."""
+    read = ["--records", str(GRID_RECORDS), "--study", "worst_case_digits", "--max-er", "0.1"]
+    assert gate.main([*read, "--at", "0", "--method", "safemax"]) == 0
+    assert gate.main([*read, "--at", "0", "--method", "sa"]) == 1
+    assert "gate FAIL: sa at 0 steps" in capsys.readouterr().out
+    assert gate.main([*read, "--at", "30", "--method", "ga"]) == 1

@@ -234,6 +234,7 @@ SETTINGS: dict[str, object] = {
     "grid.name": NAME, "grid.budgets": Items(STEPS, increasing=True), "grid.eval.n": count(),
     "grid.eval.n_retained_per_class": count(0), "grid.eval.attacker_eta": Num(0, 10, null=True),
     "grid.references": Items(Choice(("original", "oracle")), min_len=0), "grid.ceiling": NAME,
+    "grid.controls": Items(NAME, min_len=0),
     "grid.adversaries": Overrides(),
     "grid.validation.forget_class": count(0, 1000), "grid.validation.seed": SEED,
     "grid.validation.adversaries": Items(NAME, min_len=0), "grid.validation.samplers": Items(NAME, min_len=0),
