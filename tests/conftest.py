@@ -22,6 +22,7 @@ from unlearn.model import Arch
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+SHARED_TESTBED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "testbed_ddpm"  # see its README.md
 
 # A model and recipe that build in seconds: for plumbing tests, not for science.
 TINY = [

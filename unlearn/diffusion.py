@@ -59,14 +59,19 @@ def sample_t(schedule: Schedule, n: int, device, generator: torch.Generator | No
 
 
 def predict_eps(model, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """eps_theta(x_t, y, t) for a diffusers UNet2DModel with class embeddings. A model marked with
-    `autocast_dtype` (unlearn/fast.py: bf16) runs its forward pass under autocast; the output is float32."""
+    """eps_theta(x_t, y, t) for a diffusers UNet2DModel with class embeddings (its output's `.sample`) or a
+    model that returns the tensor itself (unlearn/testbed.py). A model marked with `autocast_dtype`
+    (unlearn/fast.py: bf16) runs its forward pass under autocast; the output is float32."""
     dtype = getattr(model, "autocast_dtype", None)
     if dtype is None:
-        return model(x_t, t, class_labels=labels).sample
+        return _eps_of(model(x_t, t, class_labels=labels))
     with torch.autocast(x_t.device.type, dtype=dtype):
-        out = model(x_t, t, class_labels=labels).sample
+        out = _eps_of(model(x_t, t, class_labels=labels))
     return out.float()
+
+
+def _eps_of(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out.sample
 
 
 def eps_loss(model, schedule: Schedule, x0: torch.Tensor, labels: torch.Tensor,
