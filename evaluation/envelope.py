@@ -97,17 +97,28 @@ def _one_envelope(g: pd.DataFrame, budgets: list[int]) -> list[dict]:
 
 
 def envelopes(df: pd.DataFrame, scope: str = "attacker") -> pd.DataFrame:
-    """One row per (model, forget_class, seed, steps): env_ra, the adversary attaining it, how many adversaries
-    and points it is the max over, the search cost, and for unlearned models env_oracle, er, ra_u, ra_orig, nr."""
+    """One row per (unlearned model, forget_class, seed, steps): env_ra, the adversary attaining it, how many
+    adversaries and points it is the max over, the search cost, env_oracle, er, ra_u, ra_orig, nr. Both envelopes
+    are taken over the (adversary, budget) points both models hold (`unpaired`: the points left out, one side
+    only: a unit whose grid is still running); without any oracle point, env_oracle and er are NaN."""
     if scope not in ("attacker", "defender"):
         raise ValueError(scope)
     d = df[df["role"] != "original"]
     d = d[d["defender"]] if scope == "defender" else d
     budgets = grid_budgets(df)
-    out = pd.DataFrame([{"model": m, "forget_class": c, "seed": s, **row}
-                        for (m, c, s), g in d.groupby(["model", *UNIT]) for row in _one_envelope(g, budgets)])
-    oracle = out[out["model"] == "oracle"][[*UNIT, "steps", "env_ra"]].rename(columns={"env_ra": "env_oracle"})
-    out = out[out["model"] != "oracle"].merge(oracle, on=[*UNIT, "steps"], how="left")
+    point = ["adv", "steps"]
+    rows = []
+    for (m, c, s), g in d[d["model"] != "oracle"].groupby(["model", *UNIT]):
+        o = d[(d["model"] == "oracle") & (d["forget_class"] == c) & (d["seed"] == s)]
+        # both envelopes over the same points: a grid that ran further on one side is not a win for either
+        shared = g[point].merge(o[point]).drop_duplicates()
+        mine = g.merge(shared) if len(o) else g
+        theirs = pd.DataFrame(_one_envelope(o.merge(shared), budgets)) if len(o) else None
+        for i, row in enumerate(_one_envelope(mine, budgets)):
+            rows.append({"model": m, "forget_class": c, "seed": s, **row, "unpaired": len(g) + len(o) - 2 * len(
+                shared) if len(o) else math.nan, "env_oracle": theirs["env_ra"].iloc[i] if theirs is not None
+                else math.nan})
+    out = pd.DataFrame(rows)
     out["er"] = out["env_ra"] - out["env_oracle"]
     orig = _untouched(df, "original").rename("ra_orig").reset_index()
     out = out.merge(orig, on=UNIT, how="left")

@@ -158,6 +158,19 @@ def test_the_envelope_is_the_max_over_adversaries_samplers_and_budgets_up_to_b(s
     assert dfd.loc[2, "env_ra"] == 0.0 and dfd.loc[2, "er"] == pytest.approx(-0.2)
 
 
+
+def test_both_envelopes_are_over_the_points_both_models_hold(smoke_records):
+    """A unit whose grid has run further on one side (the oracle's points still running) is compared over the
+    points both hold; with no oracle point at all, the envelope stands and ER is unavailable."""
+    recs = [r for r in _known(smoke_records) if not (r["role"] == "oracle" and r["budget"]["steps"] == 2
+                                                     and r["adversary"] == "relearn_lr1e-3_k10")]
+    env = envelope.envelopes(envelope.grid_frame(recs, "worst_case_smoke")).set_index("steps")
+    assert env.loc[2, "env_ra"] == 0.3 and env.loc[2, "env_oracle"] == 0.0  # the 0.6 point lost its counterpart
+    assert (env["unpaired"] == 2).all()  # that point under its two samplers, on the unlearned side only
+    alone = [r for r in _known(smoke_records) if r["role"] != "oracle"]
+    env = envelope.envelopes(envelope.grid_frame(alone, "worst_case_smoke")).set_index("steps")
+    assert env.loc[2, "env_ra"] == 0.6 and env["er"].isna().all() and env["unpaired"].isna().all()
+
 def test_the_search_cost_sums_every_adversary_tried(smoke_records):
     df = envelope.grid_frame(smoke_records, "worst_case_smoke")
     env = envelope.envelopes(df).set_index("steps")
