@@ -3,10 +3,15 @@ overrides that distinguish runs (Hydra's override_dirname less seed, paths and b
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 from hydra import compose, initialize_config_dir
 
+from evaluation import gate, records, report, unlearning_table
 from tests.conftest import CONFIGS
+from tests.test_evaluation import _rec
 from unlearn.paths import TAG_MAX, run_tag
 
 ENTRIES = ["relearn", "finetune", "worst_case", "classes", "weights", "unlearn", "pretrain"]
@@ -56,3 +61,33 @@ def test_run_tag_is_one_safe_folder_name():
     long = ",".join(f"attack.k{i}={i}" for i in range(40))
     tag = run_tag(long)
     assert len(tag) == TAG_MAX and tag.startswith("attack.k0=0,") and tag != run_tag(long + ",x=1")
+
+
+def test_plain_commands_find_records_through_unlearn_results(tmp_path, monkeypatch, capsys):
+    """A records file under a results root named only by UNLEARN_RESULTS is what the plain commands read: the
+    unlearning table by default, the report and the gate with --results (no path), records export by default."""
+    root = tmp_path / "elsewhere"
+    root.mkdir()
+    recs = [{**_rec("safemax", c, 0.1, 0.8), "key": f"k{c}", "n_per_class": 100, "judge_id": "j", "device": "cpu",
+             "judge_test_accuracy": 0.98, "fid_features": "judge:j", "per_class_ra": {str(c): 0.1},
+             "min_class_ra": 0.1} for c in range(2)]
+    (root / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    monkeypatch.setenv("UNLEARN_RESULTS", str(root))
+    monkeypatch.chdir(tmp_path)  # no results/ here: only the variable leads to the records
+    assert records.results_dir() == root
+    assert unlearning_table.main([]) == 0 and "safemax" in capsys.readouterr().out
+    (tmp_path / "R.md").write_text("# R\n")
+    assert report.main(["--results", "--report", str(tmp_path / "R.md")]) == 0
+    assert f"from {root}" in capsys.readouterr().out and "safemax" in (tmp_path / "R.md").read_text()
+    assert records.main(["export", "--to", str(tmp_path / "c.jsonl.gz")]) == 0
+    assert len(records.read_all(tmp_path / "c.jsonl.gz")) == 2
+    shutil.copy(records.COMMITTED / "worst_case_digits.jsonl.gz", root)  # a grid's records, for the gate
+    read = ["--results", "--study", "worst_case_digits", "--method", "sa", "--max-er", "0.1", "--at", "0"]
+    assert gate.main(read) == 1 and "gate FAIL: sa at 0 steps" in capsys.readouterr().out
+    monkeypatch.setenv("UNLEARN_RESULTS", "")
+    capsys.readouterr()
+    assert unlearning_table.main([]) == 2
+    assert capsys.readouterr().err.strip() == ("error: UNLEARN_RESULTS is set but empty; unset it or set it to the "
+                                               "results folder")
+    monkeypatch.setenv("UNLEARN_RESULTS", str(tmp_path / "none"))
+    assert unlearning_table.main([]) == 2 and "does not exist" in capsys.readouterr().err
