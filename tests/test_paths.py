@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from evaluation import gate, records, report, unlearning_table
+from evaluation import export, gate, records, report, unlearning_table
 from tests.conftest import CONFIGS
 from tests.test_evaluation import _rec
 from unlearn.paths import TAG_MAX, run_tag
@@ -65,7 +66,7 @@ def test_run_tag_is_one_safe_folder_name():
 
 def test_plain_commands_find_records_through_unlearn_results(tmp_path, monkeypatch, capsys):
     """A records file under a results root named only by UNLEARN_RESULTS is what the plain commands read: the
-    unlearning table by default, the report and the gate with --results (no path), records export by default."""
+    unlearning table by default, the report / export / gate with --results (no path), records export by default."""
     root = tmp_path / "elsewhere"
     root.mkdir()
     recs = [{**_rec("safemax", c, 0.1, 0.8), "key": f"k{c}", "n_per_class": 100, "judge_id": "j", "device": "cpu",
@@ -76,6 +77,8 @@ def test_plain_commands_find_records_through_unlearn_results(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)  # no results/ here: only the variable leads to the records
     assert records.results_dir() == root
     assert unlearning_table.main([]) == 0 and "safemax" in capsys.readouterr().out
+    assert export.main([str(tmp_path / "t"), "--results", "--format", "csv"]) == 0
+    assert len(pd.read_csv(tmp_path / "t" / "class_accuracy.csv")) == 2
     (tmp_path / "R.md").write_text("# R\n")
     assert report.main(["--results", "--report", str(tmp_path / "R.md")]) == 0
     assert f"from {root}" in capsys.readouterr().out and "safemax" in (tmp_path / "R.md").read_text()
