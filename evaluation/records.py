@@ -217,34 +217,34 @@ def record_files(source: str | Path) -> list[Path]:
     return [source]
 
 
-def results_dir(root: str | Path | None = None) -> Path:
-    """The results root the Hydra apps write (paths.results): `root`, else $UNLEARN_RESULTS, else results/ (one
-    resolver for both: unlearn/paths.py)."""
-    root = results_root() if root is None else str(root)
+def results_dir() -> Path:
+    """The results root the Hydra apps write (paths.results): $UNLEARN_RESULTS, else results/ (one resolver for
+    both: unlearn/paths.py)."""
+    root = results_root()
     if not root:
         raise UserError(f"{RESULTS_ENV} is set but empty; unset it or set it to the results folder")
     return Path(root)
 
 
 def add_source_arguments(ap, default: str) -> None:
-    """--records PATH | --results [ROOT]: the records a plain command reads (`default` names what it reads
-    without either), the same way for every command."""
+    """--records PATH | --results: the records a plain command reads (`default` names what it reads without
+    either), the same way for every command."""
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--records", default=None, metavar="PATH",
                        help=f"a records file (.jsonl / .jsonl.gz), a results root or a folder of record files "
                             f"(default: {default})")
-    group.add_argument("--results", nargs="?", const=True, default=None, metavar="ROOT",
-                       help=f"the results root the runs wrote: ROOT, or without it paths.results as the Hydra apps "
-                            f"resolve it (${RESULTS_ENV}, else results/)")
+    group.add_argument("--results", action="store_true",
+                       help=f"the results root the runs wrote: paths.results as the Hydra apps resolve it "
+                            f"(${RESULTS_ENV}, else results/); another root: --records <root>")
 
 
 def source_of(args, default: str | Path | None = None) -> Path:
-    """The source add_source_arguments' options name: --records, --results [ROOT], else `default` (None: the
-    results root, paths.results)."""
+    """The source add_source_arguments' options name: --records, --results, else `default` (None: the results
+    root, paths.results)."""
     if args.records is not None:
         return Path(args.records)
-    if args.results is not None or default is None:
-        return results_dir(None if args.results in (None, True) else args.results)
+    if args.results or default is None:
+        return results_dir()
     return Path(default)
 
 

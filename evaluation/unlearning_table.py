@@ -1,7 +1,7 @@
 """The unlearning table, in the form of the paper's: one row per method (and hyperparameter variant),
 mean +- std over forgotten classes, from class-accuracy records only.
 
-    python -m evaluation.unlearning_table [--records PATH | --results [ROOT]] [--dataset digits] [--w 1.0]
+    python -m evaluation.unlearning_table [--records PATH | --results] [--dataset digits] [--w 1.0]
 
 Without --records it reads the results root the runs wrote: paths.results ($UNLEARN_RESULTS, else results/).
 

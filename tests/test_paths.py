@@ -66,7 +66,7 @@ def test_run_tag_is_one_safe_folder_name():
 
 def test_plain_commands_find_records_through_unlearn_results(tmp_path, monkeypatch, capsys):
     """A records file under a results root named only by UNLEARN_RESULTS is what the plain commands read: the
-    unlearning table by default, the report / export / gate with --results (no path), records export by default."""
+    unlearning table by default, the report, export and gate with --results, records export by default."""
     root = tmp_path / "elsewhere"
     root.mkdir()
     recs = [{**_rec("safemax", c, 0.1, 0.8), "key": f"k{c}", "n_per_class": 100, "judge_id": "j", "device": "cpu",
@@ -77,7 +77,7 @@ def test_plain_commands_find_records_through_unlearn_results(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)  # no results/ here: only the variable leads to the records
     assert records.results_dir() == root
     assert unlearning_table.main([]) == 0 and "safemax" in capsys.readouterr().out
-    assert export.main([str(tmp_path / "t"), "--results", "--format", "csv"]) == 0
+    assert export.main(["--results", str(tmp_path / "t"), "--format", "csv"]) == 0  # a flag: no value
     assert len(pd.read_csv(tmp_path / "t" / "class_accuracy.csv")) == 2
     (tmp_path / "R.md").write_text("# R\n")
     assert report.main(["--results", "--report", str(tmp_path / "R.md")]) == 0
