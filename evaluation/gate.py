@@ -3,6 +3,7 @@ than the oracle's own worst case, beyond a threshold, at a stated budget.
 
     python -m evaluation.gate --max-er 0.1 --at 100 -- grid=smoke unlearned=safemax unlearned.checkpoint=<folder>
     python -m evaluation.gate --max-er 0.1 --at 100 --records data/records --study worst_case_digits --method ga
+    python -m evaluation.gate --max-er 0.1 --at 100 --results --study worst_case_smoke --method ga   # paths.results
 
 With Hydra overrides after `--` it runs the grid on that unit first (python -m evaluation.worst_case: recorded
 points are reused, so a rerun only reads), then reads the records; with --records alone it only reads them.
@@ -26,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from evaluation import worst_case  # the entry configs (Hydra ConfigStore) and the runner
 from evaluation.envelope import envelopes, grid_frame
 from evaluation.metrics import wilson_ci
-from evaluation.records import read_all
+from evaluation.records import add_source_arguments, read_all, read_source, source_of
 from evaluation.summary import bootstrap_ci
 from unlearn.errors import ArgParser, UserError, finite
 from unlearn.pipeline import Context
@@ -99,17 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-er", type=finite, required=True, help="the largest tolerated excess recovery, e.g. 0.1")
     ap.add_argument("--at", type=int, required=True, help="the attack budget (optimizer steps) it is read at")
     ap.add_argument("--fail-on", choices=BOUNDS, default="lower")
-    ap.add_argument("--records", default=None, help="read these records (a file or a folder) instead of running")
-    ap.add_argument("--study", default=None, help="with --records: the grid's study name (its grid.name)")
-    ap.add_argument("--method", default=None, help="with --records: the method whose envelope is gated")
+    add_source_arguments(ap, "none: run the grid given after --")  # read these records instead of running
+    ap.add_argument("--study", default=None, help="with --records / --results: the grid's study name (its grid.name)")
+    ap.add_argument("--method", default=None, help="with --records / --results: the method whose envelope is gated")
     a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     try:
         if overrides:
             study, method, records = run_grid(overrides)
-        elif a.records and a.study and a.method:
-            study, method, records = a.study, a.method, read_all(a.records)
+        elif (a.records or a.results) and a.study and a.method:
+            study, method, records = a.study, a.method, read_source(source_of(a))
         else:
-            raise UserError("give Hydra overrides after -- to run a grid, or --records, --study and --method")
+            raise UserError("give Hydra overrides after -- to run a grid, or --records (or --results), --study and "
+                            "--method")
         passed, line = verdict(er_at(records, study, a.method or method, a.at), a.max_er, a.fail_on)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

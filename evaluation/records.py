@@ -24,6 +24,7 @@ from evaluation.schema import SCHEMA
 from unlearn.diffusion import sampler_label
 from unlearn.errors import ArgParser, UserError
 from unlearn.io import atomic_write, remove_dead_temporaries, write_error
+from unlearn.paths import RESULTS_ENV, results_root
 
 
 def _valid_lines(text: str) -> list[str]:
@@ -216,6 +217,46 @@ def record_files(source: str | Path) -> list[Path]:
     return [source]
 
 
+def results_dir() -> Path:
+    """The results root the Hydra apps write (paths.results): $UNLEARN_RESULTS, else results/ (one resolver for
+    both: unlearn/paths.py)."""
+    root = results_root()
+    if not root:
+        raise UserError(f"{RESULTS_ENV} is set but empty; unset it or set it to the results folder")
+    return Path(root)
+
+
+def add_source_arguments(ap, default: str) -> None:
+    """--records PATH | --results: the records a plain command reads (`default` names what it reads without
+    either), the same way for every command."""
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--records", default=None, metavar="PATH",
+                       help=f"a records file (.jsonl / .jsonl.gz), a results root or a folder of record files "
+                            f"(default: {default})")
+    group.add_argument("--results", action="store_true",
+                       help=f"the results root the runs wrote: paths.results as the Hydra apps resolve it "
+                            f"(${RESULTS_ENV}, else results/); another root: --records <root>")
+
+
+def source_of(args, default: str | Path | None = None) -> Path:
+    """The source add_source_arguments' options name: --records, --results, else `default` (None: the results
+    root, paths.results)."""
+    if args.records is not None:
+        return Path(args.records)
+    if args.results or default is None:
+        return results_dir()
+    return Path(default)
+
+
+def read_source(source: str | Path) -> list[dict]:
+    """read_all, but a source that does not exist is one line naming the fix (read_all reads it as empty)."""
+    source = Path(source)
+    if not source.exists():
+        raise UserError(f"records source {source} does not exist; give a records file (.jsonl / .jsonl.gz), a "
+                        f"results root (--results, or set {RESULTS_ENV}) or data/records")
+    return read_all(source)
+
+
 def read_all(source: str | Path) -> list[dict]:
     """The records of `source` (see record_files), one per key (a later file's record wins)."""
     by_key: dict[str, dict] = {}
@@ -239,21 +280,25 @@ def export(src: str | Path, dst: str | Path, fresh: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m evaluation.records export results/records.jsonl [--to data/records/<dataset>.jsonl.gz]"""
+    """python -m evaluation.records export [results/records.jsonl] [--to data/records/<dataset>.jsonl.gz]"""
     ap = ArgParser(prog="python -m evaluation.records",
                    description="Commit records: merge a results file into data/records/ (gzip JSONL).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("export", help="merge a records.jsonl (or a results root) into a committed .jsonl.gz")
-    ex.add_argument("source")
+    ex.add_argument("source", nargs="?", default=None,
+                    help=f"records file or results root (default: paths.results: ${RESULTS_ENV}, else results/)")
     ex.add_argument("--to", default=str(COMMITTED / "digits.jsonl.gz"))
     ex.add_argument("--fresh", action="store_true", help="write only the source's records (drop the old ones)")
     a = ap.parse_args(argv)
     try:
-        n = export(a.source, a.to, a.fresh)
+        source = results_dir() if a.source is None else Path(a.source)
+        if not source.exists() or not record_files(source):
+            raise UserError(f"no records at {source}; give a records file or a results root (or set {RESULTS_ENV})")
+        n = export(source, a.to, a.fresh)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{a.to}: {n} records")
+    print(f"{a.to}: {n} records from {source}")
     return 0
 
 

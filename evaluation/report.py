@@ -3,6 +3,7 @@
     python -m evaluation.report                       # data/records/*.jsonl.gz (committed) -> REPORT.md, report/
     python -m evaluation.report --check               # exit 1 if a rebuilt document differs from the committed one
     python -m evaluation.report --records results     # a records.jsonl, a results root, or a folder of .jsonl.gz
+    python -m evaluation.report --results             # the runs' results root: $UNLEARN_RESULTS, else results/
 
 The records the documents show are committed under data/records/ (python -m evaluation.records export
 results/records.jsonl merges a run's records in), so a fresh clone rebuilds them. REPORT.md holds the headline
@@ -28,7 +29,7 @@ from attacks.registry import traits
 from evaluation import report_worst_case as wc
 from evaluation.curves import plot_robustness
 from evaluation.plots import plot_ra_curve
-from evaluation.records import COMMITTED, read_all, sampler_name
+from evaluation.records import COMMITTED, add_source_arguments, read_source, sampler_name, source_of
 from evaluation.summary import (
     attack_frame,
     b50_sample_grads,
@@ -409,7 +410,7 @@ def build_report(records_path: Path, report_path: Path, fig_dir: Path | None = N
     """Every document rebuilt from the records of `records_path` (a file or a folder of record files) onto its
     hand-written text: {path: text} for REPORT.md (`report_path`) and its pages under report/ beside it. Figures
     go to fig_dir (default: report/). write=False leaves every file untouched (--check)."""
-    records = read_all(records_path)
+    records = read_source(records_path)
     if not records:
         raise UserError(f"no records in {records_path}; run an attack first "
                         "(python -m attacks.relearn unlearned=safemax)")
@@ -468,21 +469,19 @@ def check(records_path: Path, report_path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgParser(prog="python -m evaluation.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--records", default=str(COMMITTED),
-                    help="a records file (.jsonl or .jsonl.gz), a results root, or a folder of record files "
-                         "(default: the committed data/records)")
+    add_source_arguments(ap, "the committed data/records")
     ap.add_argument("--report", default=str(ROOT / "REPORT.md"))
     ap.add_argument("--check", action="store_true", help="rebuild in memory and exit 1 if REPORT.md differs")
     a = ap.parse_args(argv)
-    records = Path(a.records)
     try:
+        records = source_of(a, COMMITTED)
         if a.check:
             return check(records, Path(a.report))
         build_report(records, Path(a.report))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"rebuilt {a.report} and its pages under report/ from {a.records}")
+    print(f"rebuilt {a.report} and its pages under report/ from {records}")
     return 0
 
 

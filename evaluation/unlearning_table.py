@@ -1,7 +1,9 @@
 """The unlearning table, in the form of the paper's: one row per method (and hyperparameter variant),
 mean +- std over forgotten classes, from class-accuracy records only.
 
-    python -m evaluation.unlearning_table [--records results/records.jsonl] [--dataset digits] [--w 1.0]
+    python -m evaluation.unlearning_table [--records PATH | --results] [--dataset digits] [--w 1.0]
+
+Without --records it reads the results root the runs wrote: paths.results ($UNLEARN_RESULTS, else results/).
 
 Columns: UA = 1 - RA(c_f); H = judge entropy on c_f samples (nats); p(c_f); the noise-aware split of c_f
 samples (noise = rejected as off-data by evaluation/ood.py; other = in-distribution, judged another
@@ -16,11 +18,10 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 
-from evaluation.records import read_records, sampler_name
+from evaluation.records import add_source_arguments, read_source, sampler_name, source_of
 from unlearn.errors import ArgParser, UserError, finite
 
 COLUMNS = {  # output column -> function of a record
@@ -96,14 +97,14 @@ def unlearning_table(records: list[dict], dataset: str = "digits", w: float | No
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgParser(prog="python -m evaluation.unlearning_table", description=__doc__.splitlines()[0])
-    ap.add_argument("--records", default=str(Path("results") / "records.jsonl"))
+    add_source_arguments(ap, "the results root: paths.results")
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--w", type=finite, default=None, help="guidance weight of the records to use (default: all)")
     ap.add_argument("--sampler", default=None,
                     help="evaluation sampler of the records to use, e.g. DDIM-25 (default: all)")
     a = ap.parse_args(argv)
     try:
-        print(unlearning_table(read_records(a.records), a.dataset, a.w, a.sampler).to_string())
+        print(unlearning_table(read_source(source_of(a)), a.dataset, a.w, a.sampler).to_string())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -140,9 +140,10 @@ ConfigStore.instance().store(name="worst_case", node={
     "defaults": ["attack_job", {"grid": "digits"}, "_self_"],
     "hydra": {"job": {"name": "worst_case"},
               "run": {"dir": "${checked:${paths.results}}/worst_case/${data.name}/"
-                             "${unlearned.name}_c${data.forget_class}_s${seed}"},
+                             "${unlearned.name}_c${data.forget_class}_s${seed}/${run_tag:${hydra.job.override_dirname}}"},
               "sweep": {"dir": "${checked:${paths.results}}/multirun/worst_case",
-                        "subdir": "${data.name}/${unlearned.name}_c${data.forget_class}_s${seed}"}}})
+                        "subdir": "${data.name}/${unlearned.name}_c${data.forget_class}_s${seed}/"
+                                  "${run_tag:${hydra.job.override_dirname}}"}}})
 
 if __name__ == "__main__":
     main()

@@ -58,7 +58,9 @@ def test_cli_end_to_end(tiny_root, tmp_path):
     res = _cli(["attacks.relearn", "unlearned=safemax", *TINY, *TINY_METHOD, *TINY_ATTACK,
                 f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    run_dir = tmp_path / "results" / "relearn" / "digits" / "safemax_c0_s0" / "full_k=10"
+    # the run folder ends in the overrides that distinguish it (unlearn/paths.py: run_tag), here the tiny recipe
+    (run_dir,) = (tmp_path / "results" / "relearn" / "digits" / "safemax_c0_s0").glob("*/full_k=10")
+    assert run_dir.parent.name.startswith("attack.budgets=[0,2],eval.n=16,")
     assert (run_dir / "ra_curve.png").is_file() and (run_dir / "summary.txt").is_file()
     recs = [json.loads(line) for line in (tmp_path / "results" / "records.jsonl").read_text().splitlines()]
     assert {(r["role"], r["budget"]["steps"]) for r in recs} == {(a, b) for a in ("unlearned", "original", "oracle")
@@ -185,6 +187,6 @@ def test_main_job_on_rgb_cifar_batches_pickled_with_protocol_5(tmp_path, monkeyp
     recs = read_records(tmp_path / "results" / "records.jsonl")
     assert len(recs) == 6 and {r["dataset"] for r in recs} == {"cifar10"}
     assert all(np.isfinite(r["guard"]["fid_cf"]) for r in recs), [r["guard"] for r in recs]
-    run_dir = tmp_path / "results" / "relearn" / "cifar10" / "safemax_c0_s0" / "full_k=10"
+    (run_dir,) = (tmp_path / "results" / "relearn" / "cifar10" / "safemax_c0_s0").glob("*/full_k=10")
     assert np.load(run_dir / "samples" / "unlearned_steps0.npy").shape[1:] == (3, 32, 32)
     assert (run_dir / "samples_steps2.png").is_file() and (run_dir / "ra_curve.png").is_file()

@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from unlearn import paths  # noqa: F401 - registers ${results_root:} and ${run_tag:}, as this module does ${checked:}
 from unlearn.settings import check, problems
 
 
