@@ -25,8 +25,8 @@ import torch
 
 from unlearn.diffusion import SCHEDULE, Schedule
 from unlearn.errors import UserError
-from unlearn.model import check_checkpoint_folder, check_shape, load_unet, resolve_device
-from unlearn.testbed import CKPT_FILE, CONFIG_FILE, load_testbed, read_testbed_config, testbed_schedule
+from unlearn.model import check_checkpoint_folder, check_shape, load_unet, null_class, resolve_device
+from unlearn.testbed import CKPT_FILE, CONFIG_FILE, TestbedUNet, load_testbed, read_testbed_config, testbed_schedule
 
 PIPELINE_SCHEDULER = "scheduler/scheduler_config.json"
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type")
@@ -115,3 +115,24 @@ def schedule_name(path: str | Path | None) -> str:
         return f"{c.beta_schedule} {c.beta_start:g}..{c.beta_end:g} over {c.num_timesteps} steps"
     return f"{SCHEDULE['beta_schedule']} {SCHEDULE['beta_start']:g}..{SCHEDULE['beta_end']:g} over " \
            f"{SCHEDULE['num_train_timesteps']} steps"
+
+
+# The parts that some attacks train or replace (attack.part=embedding / last_up, the embedding inversion), by model:
+# a UNet2DModel's `class_embedding` (rows 0..K, row K the null class) and `up_blocks[-1]`; a testbed model's
+# `classes_emb` (rows 0..K-1; the null vector is the separate `null_classes_emb`) and `up[0]` (its up path runs
+# from up[-1] to up[0], so up[0] is the level nearest the output).
+def class_table_name(model: torch.nn.Module) -> str:
+    """The attribute holding the class-embedding table (an nn.Embedding indexed by label)."""
+    return "classes_emb" if isinstance(model, TestbedUNet) else "class_embedding"
+
+
+def null_vector(model: torch.nn.Module) -> torch.Tensor:
+    """The embedding the null label takes (before any class MLP)."""
+    if isinstance(model, TestbedUNet):
+        return model.null_classes_emb.detach()
+    return model.class_embedding.weight.detach()[null_class(model)]
+
+
+def last_up_block(model: torch.nn.Module) -> torch.nn.Module:
+    """The up block nearest the output."""
+    return model.up[0] if isinstance(model, TestbedUNet) else model.up_blocks[-1]
