@@ -6,6 +6,7 @@ code: refused before it runs; a pipeline of another noise schedule), the files b
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -17,11 +18,14 @@ import torch
 import yaml
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from tests.conftest import SHARED_TESTBED, TINY_ARCH, run_cli
+from attacks.embedding import attach
+from attacks.relearn import part_parameters
+from tests.conftest import SHARED_TESTBED, TINY_ARCH, compose_cfg, run_cli
 from unlearn.checkpoints import checkpoint_kind, checkpoint_schedule, load_checkpoint
 from unlearn.diffusion import Schedule, guided_eps
 from unlearn.errors import UserError
 from unlearn.model import META_FILE, SCHEDULER_FILE, build_unet, null_class, save_unet
+from unlearn.pipeline import Context
 from unlearn.testbed import TestbedUNet
 
 needs_fixture = pytest.mark.skipif(not SHARED_TESTBED.is_dir(), reason=f"no testbed fixture at {SHARED_TESTBED}")
@@ -145,6 +149,21 @@ def test_testbed_folder_loads_with_its_null_class_and_schedule():
         load_checkpoint(SHARED_TESTBED, expect=((1, 8, 8), 10))
 
 
+@needs_fixture
+def test_attacks_find_a_testbed_models_parts():
+    """attack.part=embedding / last_up and the embedding inversion (init=null_row) on the testbed's names."""
+    model = load_checkpoint(SHARED_TESTBED)
+    assert part_parameters(model, "embedding") == [model.classes_emb.weight]
+    assert {id(p) for p in part_parameters(model, "last_up")} == {id(p) for p in model.up[0].parameters()}
+    vector = attach(model, 3, "null_row")
+    assert torch.equal(vector, model.classes_emb.vector) and torch.equal(vector, model.null_classes_emb)
+    with torch.no_grad():
+        vector.add_(1.0)
+    labels = torch.tensor([3, 4, 10])
+    rows = model.classes_emb(labels.masked_fill(labels == 10, 0))
+    assert torch.equal(rows[0], vector) and torch.equal(rows[1], model.classes_emb.table.weight[4])
+
+
 # ---------------------------------------------------------------- a testbed checkpoint, attacked end to end
 
 
@@ -168,6 +187,34 @@ def _testbed_copy(folder: Path, **model_changes) -> Path:
     (folder / "config.yml").chmod(0o644)
     (folder / "config.yml").write_text(yaml.safe_dump(config))
     return folder
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    return compose_cfg("relearn", [*TESTBED_RUN, f"data.root={_cifar_shaped(tmp_path / 'cifar')}", *overrides],
+                       tmp_path)
+
+
+@needs_fixture
+def test_a_testbed_checkpoint_without_references_says_once_that_er_is_unavailable(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        ctx = Context.from_cfg(_cfg(tmp_path, f"unlearned.checkpoint={SHARED_TESTBED}"))
+    assert ctx.missing == ("original", "oracle") and ctx.schedule.num_train_timesteps == 1000
+    said = [r.getMessage() for r in caplog.records if "ER is unavailable" in r.getMessage()]
+    assert len(said) == 1 and "give oracle.checkpoint=<folder>" in said[0]
+    with pytest.raises(UserError, match="no oracle model: the toolkit does not train a testbed model; give oracle"):
+        ctx.model_folder("oracle")
+
+
+@needs_fixture
+def test_models_of_two_schedules_are_not_compared(tmp_path):
+    quad = _testbed_copy(tmp_path / "quad", note="quad")
+    config = yaml.safe_load((quad / "config.yml").read_text())
+    config["diffusion"]["beta_schedule"] = "quad"
+    (quad / "config.yml").write_text(yaml.safe_dump(config))
+    with pytest.raises(UserError, match=r"oracle.checkpoint has the noise schedule quad 0.0001..0.02 over 1000 steps "
+                                        r"but unlearned.checkpoint has linear 0.0001..0.02 over 1000 steps") as e:
+        Context.from_cfg(_cfg(tmp_path, f"unlearned.checkpoint={SHARED_TESTBED}", f"oracle.checkpoint={quad}"))
+    assert "\n" not in str(e.value)
 
 
 # the fixture's random-weight model is for plumbing only: budgets, n and the judge as small as they go
