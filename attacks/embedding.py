@@ -25,6 +25,7 @@ from torch import nn
 
 from attacks.attacker_clf import get_attacker_clf
 from attacks.common import AttackState, Plan, Prior, Traits, check_k, optimize
+from unlearn.checkpoints import class_table_name, null_vector
 from unlearn.diffusion import Schedule, ddim_loop, eps_loss
 from unlearn.methods_common import batch_of
 from unlearn.model import null_class
@@ -49,22 +50,22 @@ class RowOverride(nn.Module):
         return torch.where((labels == self.row)[:, None], self.vector.to(e.dtype)[None], e)
 
 
-def init_vector(table: nn.Embedding, forget_class: int, init: str, num_classes: int) -> torch.Tensor:
+def init_vector(model, forget_class: int, init: str) -> torch.Tensor:
+    table, num_classes = getattr(model, class_table_name(model)), null_class(model)
     w = table.weight.detach()
     if init == "forgotten":
         return w[forget_class]
     if init == "null_row":
-        return w[num_classes]
+        return null_vector(model)
     return w[[c for c in range(num_classes) if c != forget_class]].mean(0)
 
 
 def attach(model, forget_class: int, init: str) -> nn.Parameter:
     """Freeze the model and route label forget_class through a free vector; returns that vector."""
     model.requires_grad_(False)
-    table = model.class_embedding
-    num_classes = null_class(model)
-    model.class_embedding = RowOverride(table, forget_class, init_vector(table, forget_class, init, num_classes))
-    return model.class_embedding.vector
+    name = class_table_name(model)
+    setattr(model, name, RowOverride(getattr(model, name), forget_class, init_vector(model, forget_class, init)))
+    return getattr(model, name).vector
 
 
 def invert(model, images: torch.Tensor, *, forget_class: int, schedule: Schedule, budgets: list[int],

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks.common import AttackState, Plan, check_k, optimize
 from attacks.lora import add_lora
+from unlearn.checkpoints import class_table_name, last_up_block
 from unlearn.diffusion import Schedule, eps_loss
 from unlearn.errors import UserError
 from unlearn.methods_common import batch_of
@@ -34,9 +35,9 @@ PARTS = ("all", "embedding", "last_up")
 def part_parameters(model, part: str) -> list[torch.nn.Parameter]:
     """The weights an attacker of `part` trains (the rest stay bit-identical)."""
     if part == "embedding":
-        return list(model.class_embedding.parameters())
+        return list(getattr(model, class_table_name(model)).parameters())
     if part == "last_up":
-        return list(model.up_blocks[-1].parameters())
+        return list(last_up_block(model).parameters())
     return list(model.parameters())
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import re
 import shutil
 import tempfile
 import warnings
@@ -22,6 +21,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from evaluation.judge import Judge
 from unlearn.errors import UserError
+from unlearn.model import refusal_reason
 
 FID = "frechet_inception_distance"  # torch-fidelity's result key (whatever the extractor)
 
@@ -78,12 +78,8 @@ def inception_state(path: str | Path) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError (code, a class), EOFError, zip errors: all refused
-        named = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
-        said = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
-        why = (f"it names {named.group(1)}, which a state dict never does" if named else said.group(1)[:120] if said
-               else (str(e).strip().splitlines() or [type(e).__name__])[0][:120])
         raise UserError(f"eval.inception_weights={path} is refused: torch.load(weights_only=True) rejects it "
-                        f"({why}); {fix}") from e
+                        f"({refusal_reason(e)}); {fix}") from e
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"eval.inception_weights={path} holds {type(state).__name__}, not a state dict of "
                         f"tensors; {fix}")

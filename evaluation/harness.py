@@ -186,6 +186,7 @@ def run_attack(cfg: DictConfig, plan: Plan, ctx: Context | None = None) -> list[
             log.info("%s: all %d points already recorded", role, len(keys))
             continue
         model = ctx.load(folder)
+        torch.manual_seed(ctx.seed)  # what draws from the global generator (a testbed model's dropout) replays too
         for state in plan.states(model, torch.Generator().manual_seed(ctx.seed)):
             for i in range(len(job.evs)):
                 if keys[state.steps, i] not in have:
@@ -235,10 +236,11 @@ def _budget(state: AttackState, unlearn_sg: int | None) -> dict:
 
 
 def roles(cfg: DictConfig, ctx: Context) -> list[str]:
-    """The unlearned model, then the references. Attacking a reference itself (unlearned=original / oracle):
-    it is run once, under its own role."""
+    """The unlearned model, then the references (those the context cannot have, `ctx.missing`, left out: it said
+    so once). Attacking a reference itself (unlearned=original / oracle): it is run once, under its own role."""
     return list(dict.fromkeys([*([] if ctx.method_name in REFERENCES else ["unlearned"]),
-                               *cfg.references, *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
+                               *(r for r in cfg.references if r not in ctx.missing),
+                               *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
 
 
 def output_dir(cfg: DictConfig, plan: Plan, ev: SamplerSpec | None = None) -> Path:

@@ -115,11 +115,19 @@ def setup_missing_checkpoint(d: Path) -> list[str]:
     return [f"unlearned.checkpoint={d / 'nope'}"]
 
 
-def setup_pickle_folder(d: Path) -> list[str]:
-    (d / "ckpt").mkdir()
-    (d / "ckpt" / "config.json").write_text("{}")
-    torch.save({"w": torch.zeros(2)}, d / "ckpt" / "diffusion_pytorch_model.bin")
-    return [f"unlearned.checkpoint={d / 'ckpt'}"]
+def setup_pickle_code_folder(d: Path) -> list[str]:
+    ck = _checkpoint(d / "ckpt")
+    (ck / "diffusion_pytorch_model.safetensors").unlink()
+    (ck / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps({"conv_in.weight": _Evil()}, protocol=2))
+    return [f"unlearned.checkpoint={ck}"]
+
+
+def setup_pipeline_other_schedule(d: Path) -> list[str]:
+    _checkpoint(d / "pipe" / "unet")
+    (d / "pipe" / "scheduler").mkdir()
+    (d / "pipe" / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000}))
+    return [f"unlearned.checkpoint={d / 'pipe'}"]
 
 
 def setup_pickle_file(d: Path) -> list[str]:
@@ -285,9 +293,13 @@ CASES: dict[str, Case] = {
                                  setup=setup_cifar_code_pickle),
     "missing-checkpoint": Case([], r"unlearned.checkpoint .*nope does not exist; give a save_pretrained folder",
                                setup=setup_missing_checkpoint),
-    "pickle-checkpoint-folder": Case([], r"holds only pickle weights .*refused", setup=setup_pickle_folder),
-    "pickle-checkpoint-file": Case([], r"model.pt is a pickle file, which can execute code, and is refused",
-                                   setup=setup_pickle_file),
+    "pickle-checkpoint-code": Case([], r"diffusion_pytorch_model.bin is refused: torch.load\(weights_only=True\) "
+                                   r"rejects it \(it names posix.system", setup=setup_pickle_code_folder),
+    "pipeline-other-schedule": Case([], r"pipeline .*pipe was trained with the schedule beta_schedule=squaredcos_cap_v2"
+                                    r".* but the toolkit samples with beta_schedule=linear",
+                                    setup=setup_pipeline_other_schedule),
+    "pickle-checkpoint-file": Case([], r"model.pt is a pickle file, not a folder; give the folder that holds the "
+                                   r"weights", setup=setup_pickle_file),
     "corrupt-checkpoint": Case([], r"safetensors is truncated or corrupt", setup=setup_corrupt_checkpoint),
     # garbage is never recorded as recovery: NaN samples would be clamped into images the judge calls a class
     "nan-weights-checkpoint": Case([*TINY_ALL], r"the model's samples hold NaN or inf .*nothing was recorded",
@@ -435,7 +447,8 @@ def _run(entry: str, args: list[str], cwd: Path, env_root: Path, preexec=None) -
 
 
 # cases also run as a real subprocess: a Hydra composition error, a UserError from a check, a hostile pickle
-SUBPROCESS = ("unknown-method", "attack-diverges", "cifar-code-in-pickle", "malformed-records")
+SUBPROCESS = ("unknown-method", "attack-diverges", "cifar-code-in-pickle", "pickle-checkpoint-code",
+              "malformed-records")
 
 
 def _assert_clean(root: Path) -> None:

@@ -86,18 +86,23 @@ def provenance(folder: Path) -> dict:
 
 
 def external_provenance(folder: Path) -> dict:
-    """A folder from outside the cache (unlearned.checkpoint): its key is a hash of its files' content, so a
-    changed checkpoint never reuses another's records."""
+    """A folder from outside the cache (unlearned.checkpoint, original.checkpoint, oracle.checkpoint): its key is a
+    hash of its files' content, so a changed checkpoint never reuses another's records."""
     folder = Path(folder)
     return {"kind": "external", "key": "ext-" + _content_hash(folder), "external": str(folder.resolve()),
             "code_version": None}
 
 
+CONTENT = (".json", ".safetensors", ".yml", ".yaml", ".bin", ".pt", ".pth")  # configs and weights, any kind
+
+
 def _content_hash(folder: Path) -> str:
+    """Every config and weight file under the folder (a pipeline's unet/ and scheduler/, a testbed's ckpts/),
+    by path relative to it; a save_pretrained folder hashes as it did before subfolders counted."""
     h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix in (".json", ".safetensors"):
-            h.update(p.name.encode())
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix in CONTENT:
+            h.update(p.relative_to(folder).as_posix().encode())
             with open(p, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)

@@ -21,6 +21,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# The toolkit's training schedule (`Schedule.linear`'s defaults), as diffusers' schedulers name it
+SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000,
+            "prediction_type": "epsilon"}
+
+
+def scheduler_config() -> dict:
+    """scheduler_config.json for DDIMScheduler / DDPMScheduler.from_pretrained: the toolkit's schedule and its
+    defender's DDIM (x0 clipped to [-1, 1], "leading" spacing without offset, a final step to alpha_bar = 1)."""
+    return {"_class_name": "DDIMScheduler", **SCHEDULE, "clip_sample": True, "clip_sample_range": 1.0,
+            "set_alpha_to_one": True, "steps_offset": 0, "timestep_spacing": "leading", "trained_betas": None}
+
 
 @dataclass(frozen=True)
 class Schedule:

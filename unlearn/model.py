@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from unlearn.diffusion import scheduler_config
 from unlearn.errors import UserError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the Hub at run time
@@ -70,7 +73,10 @@ def build_unet(arch: Arch, image_shape: tuple[int, int, int], num_classes: int):
 
 
 def null_class(model) -> int:
-    return model.config.num_class_embeds - 1
+    """The null label of classifier-free guidance: a UNet2DModel's last class row (num_class_embeds - 1), or the
+    model's own `null_class` (unlearn/testbed.py: TestbedUNet, label n_classes)."""
+    own = getattr(model, "null_class", None)
+    return int(own) if own is not None else model.config.num_class_embeds - 1
 
 
 class EMA:
@@ -85,41 +91,103 @@ class EMA:
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - self.decay)
 
 
+SCHEDULER_FILE = "scheduler_config.json"  # diffusers' name: DDIMScheduler.from_pretrained(folder) reads it
+META_FILE = "conditioning.json"  # what from_pretrained users need besides the weights: null class, guidance, data
+GUIDANCE = "eps = (1 + w) * eps(x_t, y) - w * eps(x_t, null)"  # unlearn.diffusion.guided_eps
+
+
 def save_unet(model, folder: Path) -> None:
+    """save_pretrained (config.json + safetensors), and beside it the toolkit's noise schedule as diffusers'
+    scheduler_config.json and conditioning.json (null label, guidance formula, image shape and range), so
+    `UNet2DModel.from_pretrained(folder)` + `DDIMScheduler.from_pretrained(folder)` is everything a user needs."""
     model = getattr(model, "_orig_mod", model)  # under torch.compile: the module itself
     model.to(memory_format=torch.contiguous_format).save_pretrained(str(folder), safe_serialization=True)
+    c, size = model.config.in_channels, model.config.sample_size
+    h, w = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    meta = {"null_class": null_class(model), "num_classes": null_class(model), "guidance": GUIDANCE,
+            "guidance_w": "w >= 0; w = 0 is purely conditional", "image_shape": [c, h, w], "pixel_range": [-1, 1],
+            "prediction": "epsilon", "class_labels": "model(x_t, t, class_labels=y); y = null_class: unconditional"}
+    (Path(folder) / SCHEDULER_FILE).write_text(json.dumps(scheduler_config(), indent=1))
+    (Path(folder) / META_FILE).write_text(json.dumps(meta, indent=1))
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+TORCH_WEIGHTS = (".bin", ".pt", ".pth")  # a state dict in a pickle: read with torch.load(weights_only=True)
 SAFE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+BIN_WEIGHTS = "diffusion_pytorch_model.bin"  # save_pretrained(safe_serialization=False)
+FOLDER_KINDS = ("a save_pretrained folder (config.json + safetensors, or .bin / .pt / .pth weights), a testbed run "
+                "folder (config.yml + ckpts/ckpt.pth) or a diffusers pipeline folder (unet/ + scheduler/)")
+
+
+def weights_file(folder: Path, what: str = "checkpoint") -> Path:
+    """The weights of a UNet folder: the safetensors file, else diffusers' .bin, else its one .bin / .pt / .pth."""
+    if (folder / SAFE_WEIGHTS).is_file():
+        return folder / SAFE_WEIGHTS
+    if (folder / BIN_WEIGHTS).is_file():
+        return folder / BIN_WEIGHTS
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in TORCH_WEIGHTS)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise UserError(f"{what} {folder} holds {len(found)} weight files ({', '.join(p.name for p in found[:3])}); "
+                        f"keep one, or name it {SAFE_WEIGHTS} / {BIN_WEIGHTS}")
+    other = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if other:
+        raise UserError(f"{what} {folder} holds {other[0]}, which is read from no file but a .bin, .pt or .pth state "
+                        f"dict; convert it once with model.save_pretrained(folder, safe_serialization=True)")
+    raise UserError(f"{folder} is not a UNet checkpoint folder (need config.json and {SAFE_WEIGHTS}, or .bin / .pt / "
+                    ".pth weights); give a save_pretrained folder, or delete a cached one and rerun to rebuild it")
 
 
 def check_checkpoint_folder(folder: Path, what: str = "checkpoint") -> Path:
-    """A save_pretrained folder with config.json + safetensors weights; a pickle checkpoint is refused
-    (unpickling can execute code). Checked before anything is loaded, so a missing path is never taken
-    for a Hub id."""
+    """A save_pretrained folder: config.json + safetensors weights, or a state dict in a .bin / .pt / .pth file
+    (read with weights_only=True, never plain unpickling). Checked before anything is loaded, so a missing path
+    is never taken for a Hub id."""
     folder = Path(folder).expanduser()
     if folder.is_file():
-        if folder.suffix in PICKLE_SUFFIXES:
-            raise UserError(f"{what} {folder} is a pickle file, which can execute code, and is refused; convert it "
-                            f"once to a folder with model.save_pretrained(folder, safe_serialization=True)")
-        raise UserError(f"{what} {folder} is a file; give a save_pretrained folder (config.json + {SAFE_WEIGHTS})")
+        kind = "a pickle file" if folder.suffix in PICKLE_SUFFIXES else "a file"
+        raise UserError(f"{what} {folder} is {kind}, not a folder; give the folder that holds the weights with their "
+                        f"config.json: {FOLDER_KINDS}")
     if not folder.is_dir():
-        raise UserError(f"{what} {folder} does not exist; give a save_pretrained folder (config.json + {SAFE_WEIGHTS})")
-    if not (folder / SAFE_WEIGHTS).is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise UserError(f"{what} {folder} holds only pickle weights ({pickles[0]}), which can execute code, and "
-                            "is refused; convert it once with model.save_pretrained(folder, safe_serialization=True)")
-        raise UserError(f"{folder} is not a UNet checkpoint folder (need config.json and {SAFE_WEIGHTS}); "
-                        "give a save_pretrained folder, or delete a cached one and rerun to rebuild it")
+        raise UserError(f"{what} {folder} does not exist; give {FOLDER_KINDS}")
+    weights_file(folder, what)
     if not (folder / "config.json").is_file():
         raise UserError(f"{what} {folder} has no config.json; save it with model.save_pretrained(folder)")
     return folder
 
 
+def refusal_reason(e: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words (the global it names, if any)."""
+    named = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
+    said = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+    return (f"it names {named.group(1)}, which a state dict never does" if named else said.group(1)[:120] if said
+            else (str(e).strip().splitlines() or [type(e).__name__])[0][:120])
+
+
+def read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file, or from a pickle through torch.load(weights_only=True): a file that
+    would run code or build any object but tensors is refused, with the reason, before anything in it runs."""
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise UserError(f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0][:120]}); {fix}") from e
+    try:
+        with warnings.catch_warnings():  # torch warns about a pickle protocol it did not write: noise here
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError (code, a class), EOFError, zip errors: all refused
+        raise UserError(f"checkpoint {path} is refused: torch.load(weights_only=True) rejects it "
+                        f"({refusal_reason(e)}); save a plain state dict, or model.save_pretrained(folder)") from e
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {path} holds {type(state).__name__}, not a state dict of tensors; save "
+                        "model.state_dict() there, or model.save_pretrained(folder)")
+    return state
+
+
 def load_unet(folder: Path, device="cpu", expect: tuple[tuple[int, int, int], int] | None = None):
-    """Load a save_pretrained folder: config.json + safetensors only (never a pickle, never the Hub).
+    """Load a save_pretrained folder: config.json + safetensors (or a .bin / .pt / .pth state dict read with
+    weights_only=True); never plain unpickling, never the Hub.
 
     Built from the config, then the weights are checked name by name and shape by shape before they are
     copied in, so a truncated, corrupt or mismatched file is one clear error. `expect` =
@@ -135,19 +203,13 @@ def load_unet(folder: Path, device="cpu", expect: tuple[tuple[int, int, int], in
         model = UNet2DModel.from_config(config)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise UserError(f"checkpoint {folder} has a bad config.json ({str(e).splitlines()[0][:160]}); {fix}") from e
+    if not model.config.num_class_embeds:
+        raise UserError(f"checkpoint {folder} is an unconditional UNet (config.json has no num_class_embeds); "
+                        "attacks on class unlearning need a class-conditional model with a null class row")
     if expect is not None:
-        (c, h, w), k = expect
-        size = model.config.sample_size
-        hw = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-        got = (model.config.in_channels, hw[0], model.config.num_class_embeds)
-        if (got[0], hw, got[2]) != (c, (h, w), k + 1):
-            raise UserError(f"checkpoint {folder} is for {hw[0]}x{hw[1]}x{got[0]} images with {got[2]} class rows, "
-                            f"but the data is {h}x{w}x{c} with {k} classes + null; pick the data= it was trained on")
-    try:
-        state = load_file(str(folder / SAFE_WEIGHTS))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"checkpoint {folder / SAFE_WEIGHTS} is truncated or corrupt "
-                        f"({str(e).splitlines()[0][:120]}); {fix}") from e
+        check_shape(folder, (model.config.in_channels, *_hw(model.config.sample_size)),
+                    model.config.num_class_embeds - 1, expect)
+    state = read_weights(weights_file(folder), fix)
     want = model.state_dict()
     missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     wrong = [n for n in want if n in state and state[n].shape != want[n].shape]
@@ -158,6 +220,20 @@ def load_unet(folder: Path, device="cpu", expect: tuple[tuple[int, int, int], in
         raise UserError(f"checkpoint {folder}: weights do not match its config.json ({what}); {fix}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def _hw(size) -> tuple[int, int]:
+    return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+
+
+def check_shape(folder: Path, shape: tuple[int, int, int], num_classes: int,
+                expect: tuple[tuple[int, int, int], int]) -> None:
+    """A checkpoint for (C, H, W) images and num_classes classes (+ null) against the data's `expect`."""
+    (c, h, w), k = expect
+    if (tuple(shape), num_classes) != ((c, h, w), k):
+        raise UserError(f"checkpoint {folder} is for {shape[1]}x{shape[2]}x{shape[0]} images with {num_classes + 1} "
+                        f"class rows, but the data is {h}x{w}x{c} with {k} classes + null; pick the data= it was "
+                        "trained on")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

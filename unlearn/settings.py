@@ -200,6 +200,9 @@ SETTINGS: dict[str, object] = {
     "eval.attacker_eta": Num(0, 10, null=True),
     # unlearned model: unlearned.args.* are the methods' hyperparameters (unknown ones: check_method_args)
     "unlearned.name": NAME, "unlearned.checkpoint": Text(null=True, example="a folder path"),
+    # the user's own references (unlearn.checkpoints); null: built from data
+    "original.checkpoint": Text(null=True, example="a folder path"),
+    "oracle.checkpoint": Text(null=True, example="a folder path"),
     "unlearned.args.steps": count(1, LONG), "unlearned.args.batch_size": count(),
     "unlearned.args.retain_batch_size": count(), "unlearned.args.lr": RATE,
     "unlearned.args.grad_clip": Num(0, 1e6, lo_open=True),
