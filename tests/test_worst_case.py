@@ -333,3 +333,16 @@ def test_the_gate_on_the_committed_grid_passes_safemax_and_fails_a_leaking_model
     assert gate.main([*read, "--at", "0", "--method", "sa"]) == 1
     assert "gate FAIL: sa at 0 steps" in capsys.readouterr().out
     assert gate.main([*read, "--at", "30", "--method", "ga"]) == 1
+
+
+def test_every_control_shows_the_forgotten_class_on_the_original(digits_grid):
+    """The positive controls: each adversary that also runs on the original (the ceiling and grid.controls) finds
+    c_f there at its best setting, in every unit where it ran; an attack that cannot proves nothing elsewhere."""
+    g = compose_cfg("worst_case", []).grid
+    orig = digits_grid[digits_grid["model"] == "original"]
+    best = orig.groupby(["adversary", "forget_class", "seed"])["ra"].max()
+    ran = set(best.index.get_level_values(0))
+    assert {g.ceiling, *g.controls} <= ran, sorted({g.ceiling, *g.controls} - ran)
+    assert set(g.controls) >= {"partial_k10", "noise_opt_classifier", "sampler_noise", "deploy_int8"}
+    low = best[best < 0.9]
+    assert low.empty, low.to_dict()
