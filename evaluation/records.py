@@ -1,6 +1,7 @@
 """Records: one JSON line per evaluated point, appended atomically, deduplicated by key.
 
-Every write holds an exclusive lock on `<records>.lock` (so concurrent jobs of a sweep serialise), repairs a
+Every write holds an exclusive lock on `<records>.lock` (so concurrent jobs of a sweep serialise; a writer waits
+at most `RECORDS_LOCK_TIMEOUT_S`, then fails with one line naming the lock file), repairs a
 torn last line left by a killed writer (drops it), skips the record if its key is already present, writes
 the whole line and fsyncs. A write that fails part-way (full disk, file-size limit) is rolled back to the
 previous size, so the file never holds half a record. `replace=True` (the `overwrite=true` option) drops
@@ -11,7 +12,6 @@ adds only the points that are missing.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import math
@@ -23,7 +23,7 @@ from pathlib import Path
 from evaluation.schema import SCHEMA
 from unlearn.diffusion import sampler_label
 from unlearn.errors import ArgParser, UserError
-from unlearn.io import atomic_write, remove_dead_temporaries, write_error
+from unlearn.io import atomic_write, file_lock, remove_dead_temporaries, write_error
 from unlearn.paths import RESULTS_ENV, results_root
 
 
@@ -36,6 +36,7 @@ def _valid_lines(text: str) -> list[str]:
     return [ln for ln in lines if ln.strip()]
 
 
+RECORDS_LOCK_TIMEOUT_S = 600.0  # an append takes milliseconds, an overwrite=true rewrite seconds
 COMMITTED = Path(__file__).resolve().parent.parent / "data" / "records"  # the records REPORT.md is built from
 
 
@@ -100,16 +101,15 @@ def check_records_file(path: str | Path) -> None:
 
 
 @contextmanager
-def _locked(path: Path):
+def _locked(path: Path, timeout_s: float):
     """An exclusive lock shared by every writer of `path` (a side file: the records file itself may be
     replaced by a rename, which a lock on its inode would not survive)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.with_name(path.name + ".lock"), "a")
     except OSError as e:
         raise write_error(path, e, "paths.results") from e
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.with_name(path.name + ".lock"), timeout_s=timeout_s, holder=f"writing {path.name}",
+                   setting="paths.results"):
         yield
 
 
@@ -135,11 +135,12 @@ def to_json(record: dict) -> str:
     return json.dumps(_finite(record), sort_keys=True, default=str, allow_nan=False)
 
 
-def append_record(path: str | Path, record: dict, replace: bool = False) -> bool:
+def append_record(path: str | Path, record: dict, replace: bool = False, *,
+                  lock_timeout_s: float = RECORDS_LOCK_TIMEOUT_S) -> bool:
     """Append `record` unless its key exists (replace=True: drop the existing line first); True if written."""
     path = Path(path)
     line = (to_json(record) + "\n").encode()
-    with _locked(path):
+    with _locked(path, lock_timeout_s):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:

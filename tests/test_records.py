@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from filelock import FileLock
 
 from evaluation.metrics import normalized_recovery, score, wilson_ci
 from evaluation.records import append_record, existing_keys, read_records
@@ -81,6 +82,31 @@ def test_artifact_built_once_keyed_by_spec_and_atomic(tmp_path):
         artifact(tmp_path, "thing", {"lr": 3}, crash)
     assert not (tmp_path / "thing" / key_of({"lr": 3})).exists()
     assert not list((tmp_path / "thing").glob(".*tmp*"))
+
+
+def test_a_held_lock_times_out_with_one_line_naming_the_lock_file_and_writes_nothing(tmp_path):
+    """Another process holding the records' or an artifact's lock: after the timeout, one line that names the
+    lock file and the fix; the records file and the artifact folder are left as they were."""
+    path = tmp_path / "records.jsonl"
+    append_record(path, {"key": "a", "v": 1})
+    before = path.read_bytes()
+    with FileLock(tmp_path / "records.jsonl.lock"):  # flock: a second descriptor conflicts, even in this process
+        with pytest.raises(UserError) as e:
+            append_record(path, {"key": "b", "v": 2}, lock_timeout_s=0.2)
+    line = str(e.value)
+    assert "\n" not in line and str(tmp_path / "records.jsonl.lock") in line
+    assert "still locked after 0.2 s: another run is writing records.jsonl; wait for it" in line
+    assert path.read_bytes() == before
+    assert append_record(path, {"key": "b", "v": 2}, lock_timeout_s=0.2)  # released: it goes through
+
+    spec = {"a": 1}
+    lock = tmp_path / "art" / "judge" / f"{key_of(spec)}.lock"
+    lock.parent.mkdir(parents=True)
+    built = []
+    with FileLock(lock), pytest.raises(UserError, match=rf"{lock} is still locked after 0.2 s: another run is "
+                                                        rf"building judge {key_of(spec)}; .*delete {lock}"):
+        artifact(tmp_path / "art", "judge", spec, lambda d: built.append(d) or {}, lock_timeout_s=0.2)
+    assert built == [] and sorted(p.name for p in lock.parent.iterdir()) == [lock.name]
 
 
 def test_artifact_build_that_fails_a_read_outside_the_cache_is_not_called_a_write_failure(tmp_path):

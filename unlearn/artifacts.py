@@ -6,11 +6,14 @@ A changed hyperparameter gives a new key, so a stale artifact is never reused. B
 temporary folder under a file lock and are renamed into place only when complete, so concurrent jobs
 build an artifact once and a crash never leaves a half-written one (the next build of that key removes
 a dead builder's temporary folder). The `<key>.lock` files stay: they are empty and harmless.
+
+A job that finds another building the same artifact waits for it, at most `BUILD_LOCK_TIMEOUT_S` (24 h: far
+longer than any build of this project's configs, so only a hung builder reaches it); then it fails with one
+line naming the lock file (unlearn/io.py: file_lock).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,18 +25,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from unlearn.errors import UserError
-from unlearn.io import fsync_dir, fsync_file, write_error
+from unlearn.io import file_lock, fsync_dir, fsync_file, write_error
 from unlearn.model import code_version
 
 log = logging.getLogger(__name__)
 PROVENANCE = "provenance.json"
+BUILD_LOCK_TIMEOUT_S = 24 * 3600.0  # how long a job waits for another building the same artifact
 
 
 def key_of(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], dict]) -> Path:
+def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], dict], *,
+             lock_timeout_s: float = BUILD_LOCK_TIMEOUT_S) -> Path:
     """Return the folder of artifact (kind, spec), calling build(tmp_folder) -> provenance if absent."""
     root = Path(root)
     key = key_of(spec)
@@ -45,8 +50,9 @@ def artifact(root: str | Path, kind: str, spec: dict, build: Callable[[Path], di
     except OSError as e:
         raise UserError(f"cannot create the artifact folder {final.parent} ({e.strerror}); "
                         "set paths.artifacts to a writable folder") from e
-    with open(final.parent / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another job building the same artifact: wait for it
+    # another job building the same artifact: wait for it
+    with file_lock(final.parent / f"{key}.lock", timeout_s=lock_timeout_s, holder=f"building {kind} {key}",
+                   setting="paths.artifacts"):
         if (final / PROVENANCE).is_file():
             return final
         if final.exists():  # an incomplete folder (provenance missing): rebuild it

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from unlearn.errors import UserError
 
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -28,6 +30,26 @@ def write_error(path: Path | str, e: OSError, setting: str) -> UserError:
         return UserError(f"cannot write {path}: {why} (disk or quota full); free space or set {setting} "
                          "to another disk, then rerun the same command to resume")
     return UserError(f"cannot write {path} ({why}); set {setting} to a writable folder")
+
+
+@contextmanager
+def file_lock(path: Path, *, timeout_s: float, holder: str, setting: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (filelock.FileLock: flock on POSIX, released by the kernel when
+    its holder dies; the empty lock file stays). Wait at most `timeout_s` seconds, then raise a one-line
+    UserError naming the lock file; `holder` says what the other process is doing, `setting` which config key
+    moves the folder (named if the lock file cannot be created)."""
+    lock = FileLock(path, timeout=timeout_s, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout as e:  # a TimeoutError, so an OSError: caught first
+        raise UserError(f"{path} is still locked after {timeout_s:g} s: another run is {holder}; wait for it to "
+                        f"finish or stop it, then rerun (if no such run is left, delete {path}: a stale lock)") from e
+    except OSError as e:
+        raise write_error(path, e, setting) from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def fsync_file(path: Path) -> None:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from unlearn.diffusion import ddim_sample, eps_loss, predict_eps, q_sample, sample_t
 from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
-from unlearn.model import EMA, null_class
+from unlearn.model import ema_of, null_class
 
 
 def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, schedule, generator: torch.Generator | None,
@@ -97,7 +97,7 @@ def sa(model, data: UnlearnData, *, steps: int = 200, batch_size: int = 64, lr: 
     prior_wall = time.perf_counter() - t0
 
     model.train()
-    ema = EMA(model, ema_decay) if ema_decay else None
+    ema = ema_of(model, ema_decay) if ema_decay else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     forget_losses, retain_losses = [], []
     y_forget = torch.full((batch_size,), data.forget_class, device=dev)
@@ -116,9 +116,9 @@ def sa(model, data: UnlearnData, *, steps: int = 200, batch_size: int = 64, lr: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         if ema is not None:
-            ema.update(model)
+            ema.update_parameters(model)
     if ema is not None:
-        model.load_state_dict(ema.model.state_dict())
+        model.load_state_dict(ema.module.state_dict())
     model.eval()
     return UnlearnStats.from_losses(steps, 2 * batch_size, forget_losses, retain_losses).with_prior(
         prior_sg, prior_nfe, prior_wall)

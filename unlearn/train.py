@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from unlearn.data import Dataset
 from unlearn.diffusion import Schedule, eps_loss
 from unlearn.fast import Fast
-from unlearn.model import EMA, Arch, Timer, build_unet
+from unlearn.model import Arch, Timer, build_unet, ema_of
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def train_ddpm(ds: Dataset, arch: Arch, recipe: TrainRecipe, seed: int, device: 
     model = build_unet(arch, ds.image_shape, ds.num_classes).to(device).train()
     if fast is not None:
         model = fast.model(model, device, training=True)
-    ema = EMA(model, recipe.ema_decay)
+    ema = ema_of(model, recipe.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, recipe.warmup_steps)))
     schedule = Schedule.linear(device=device)
@@ -61,11 +61,11 @@ def train_ddpm(ds: Dataset, arch: Arch, recipe: TrainRecipe, seed: int, device: 
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             opt.step()
             sched.step()
-            ema.update(model)
+            ema.update_parameters(model)
             losses.append(loss.detach())
     tail = torch.stack(losses[-100:]).mean().item()
     stats = {"train_images": int(len(x_all)), "final_loss": round(tail, 5), "wall_s": round(timer.wall_s, 2),
              "device_s": round(timer.device_s, 2), "sample_gradients": recipe.steps * recipe.batch_size,
              "params": sum(p.numel() for p in model.parameters())}
     log.info("pretrained %s (excluded class %s): loss %.4f in %.0fs", ds.name, exclude_class, tail, timer.wall_s)
-    return ema.model, stats
+    return ema.module, stats
