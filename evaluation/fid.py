@@ -11,7 +11,6 @@ import atexit
 import functools
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from evaluation.judge import Judge
 from unlearn.errors import UserError
-from unlearn.model import refusal_reason
+from unlearn.model import pickled_state_dict
 
 FID = "frechet_inception_distance"  # torch-fidelity's result key (whatever the extractor)
 
@@ -73,17 +72,7 @@ def inception_state(path: str | Path) -> dict[str, torch.Tensor]:
     fix = "give the pt_inception-2015-12-05 weights file (a state dict), or null for judge-feature FID"
     if not Path(path).is_file():
         raise UserError(f"eval.inception_weights={path} is not a file; {fix}")
-    try:
-        with warnings.catch_warnings():  # torch warns about a pickle protocol it did not write: noise here
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError (code, a class), EOFError, zip errors: all refused
-        raise UserError(f"eval.inception_weights={path} is refused: torch.load(weights_only=True) rejects it "
-                        f"({refusal_reason(e)}); {fix}") from e
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"eval.inception_weights={path} holds {type(state).__name__}, not a state dict of "
-                        f"tensors; {fix}")
-    return state
+    return pickled_state_dict(Path(path), f"eval.inception_weights={path}", fix, fix)
 
 
 @functools.lru_cache(maxsize=2)

@@ -174,16 +174,22 @@ def read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise UserError(f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0][:120]}); {fix}") from e
+    return pickled_state_dict(path, f"checkpoint {path}", "save a plain state dict, or model.save_pretrained(folder)",
+                              "save model.state_dict() there, or model.save_pretrained(folder)")
+
+
+def pickled_state_dict(path: Path, name: str, refused_fix: str, holds_fix: str) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from a pickle, through torch.load(weights_only=True) only: a file that would run code
+    or build any object but tensors is refused with the reason (`name` starts each one-line error)."""
     try:
         with warnings.catch_warnings():  # torch warns about a pickle protocol it did not write: noise here
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError (code, a class), EOFError, zip errors: all refused
-        raise UserError(f"checkpoint {path} is refused: torch.load(weights_only=True) rejects it "
-                        f"({refusal_reason(e)}); save a plain state dict, or model.save_pretrained(folder)") from e
+        raise UserError(f"{name} is refused: torch.load(weights_only=True) rejects it "
+                        f"({refusal_reason(e)}); {refused_fix}") from e
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"checkpoint {path} holds {type(state).__name__}, not a state dict of tensors; save "
-                        "model.state_dict() there, or model.save_pretrained(folder)")
+        raise UserError(f"{name} holds {type(state).__name__}, not a state dict of tensors; {holds_fix}")
     return state
 
 
