@@ -24,6 +24,7 @@ from evaluation.schema import ClassPoint
 from unlearn.artifacts import key_of
 from unlearn.errors import cli, exit_on_user_error
 from unlearn.model import device_name
+from unlearn.paths import CONFIG_PATH
 from unlearn.pipeline import Context
 from unlearn.sampling import SamplerSpec
 
@@ -99,7 +100,7 @@ def run(cfg: DictConfig) -> dict:
     return rec
 
 
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH,
             config_name="classes")
 def main(cfg: DictConfig) -> None:
     exit_on_user_error(run)(cfg)

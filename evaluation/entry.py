@@ -25,10 +25,9 @@ from evaluation.records import check_records_file
 from evaluation.tables import ROLE_ORDER, ra_table
 from unlearn.errors import UserError, cli, exit_on_user_error
 from unlearn.io import write_text
+from unlearn.paths import CONFIG_PATH
 from unlearn.pipeline import Context
 from unlearn.sampling import SamplerSpec
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 for _name in ATTACKS:
     ConfigStore.instance().store(name=_name, node={"defaults": ["attack_job", {"attack": _name}, "_self_"],
@@ -92,4 +91,4 @@ def main(name: str) -> None:
                             f"attacks.{cfg.attack.name}, not attacks.{name}")
         run(cfg)
 
-    cli(hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name=name)(exit_on_user_error(task)))
+    cli(hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=name)(exit_on_user_error(task)))

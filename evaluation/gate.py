@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from evaluation import worst_case  # the entry configs (Hydra ConfigStore) and the runner
 from evaluation.envelope import envelopes, grid_frame
@@ -30,6 +30,7 @@ from evaluation.metrics import wilson_ci
 from evaluation.records import add_source_arguments, read_all, read_source, source_of
 from evaluation.summary import bootstrap_ci
 from unlearn.errors import ArgParser, UserError, finite
+from unlearn.paths import CONFIG_MODULE
 from unlearn.pipeline import Context
 from unlearn.settings import problems
 
@@ -83,8 +84,7 @@ def verdict(stat: dict, max_er: float, fail_on: str) -> tuple[bool, str]:
 def run_grid(overrides: list[str]) -> tuple[str, str, list[dict]]:
     """Run python -m evaluation.worst_case with these overrides in this process; returns its grid's study, the
     attacked method's label and the records file's records."""
-    configs = Path(worst_case.CONFIGS)
-    with initialize_config_dir(version_base="1.3", config_dir=str(configs)):
+    with initialize_config_module(version_base="1.3", config_module=CONFIG_MODULE):
         cfg = compose(config_name="worst_case", overrides=overrides)
         if found := problems(cfg):
             raise UserError(found[0])

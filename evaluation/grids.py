@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from evaluation.plots import sample_grid
 from unlearn.errors import cli, exit_on_user_error
+from unlearn.paths import CONFIG_PATH
 from unlearn.pipeline import Context
 from unlearn.sampling import SamplerSpec
 
@@ -33,7 +34,7 @@ def run(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH,
             config_name="classes")
 def main(cfg: DictConfig) -> None:
     exit_on_user_error(run)(cfg)

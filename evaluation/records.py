@@ -5,7 +5,10 @@ at most `RECORDS_LOCK_TIMEOUT_S`, then fails with one line naming the lock file)
 torn last line left by a killed writer (drops it), skips the record if its key is already present, writes
 the whole line and fsyncs. A write that fails part-way (full disk, file-size limit) is rolled back to the
 previous size, so the file never holds half a record. `replace=True` (the `overwrite=true` option) drops
-the old line of that key: the file is rewritten to a temporary file and renamed over the old one.
+the old line of that key: the file is rewritten to a temporary file and renamed over the old one. The keys an
+append checks come from a key index beside the file (`<records>.keys`: the end offset and key of each line),
+extended with what was appended since, so an append reads its last lines, not the whole file; the index is a
+cache, checked against the file's line at its end offset and rebuilt when it does not match.
 Readers skip a torn last line. So a killed job loses at most the point it was computing, and a rerun
 adds only the points that are missing.
 """
@@ -135,6 +138,86 @@ def to_json(record: dict) -> str:
     return json.dumps(_finite(record), sort_keys=True, default=str, allow_nan=False)
 
 
+def _last_newline(fd: int, end: int, chunk: int = 4096) -> int:
+    """Offset of the last b"\\n" before `end` (-1: none), read backwards a chunk at a time."""
+    pos = end
+    while pos > 0:
+        lo = max(0, pos - chunk)
+        i = os.pread(fd, pos - lo, lo).rfind(b"\n")
+        if i >= 0:
+            return lo + i
+        pos = lo
+    return -1
+
+
+def _repair_tail(fd: int, size: int) -> int:
+    """Make the file end on a complete line, reading only its last line: a complete record that lacks its newline
+    (a hand edit) gets one, a torn line from a killed writer is dropped. Returns the new size."""
+    start = _last_newline(fd, size) + 1
+    if start == size:
+        return size
+    try:
+        json.loads(os.pread(fd, size - start, start))
+        os.pwrite(fd, b"\n", size)
+        return size + 1
+    except ValueError:
+        os.ftruncate(fd, start)
+        return start
+
+
+def _key_of_line_ending_at(fd: int, end: int) -> str | None:
+    """The key of the record whose line ends (newline included) at byte `end`, or None."""
+    if end <= 0 or os.pread(fd, 1, end - 1) != b"\n":
+        return None
+    start = _last_newline(fd, end - 1) + 1
+    try:
+        rec = json.loads(os.pread(fd, end - 1 - start, start))
+        return rec.get("key") if isinstance(rec, dict) else None
+    except ValueError:
+        return None
+
+
+def _index_entries(index: Path) -> list[tuple[int, str]] | None:
+    """The key index: one `[end offset, key]` JSON line per record; None if missing or damaged."""
+    try:
+        entries = [json.loads(ln) for ln in index.read_text().splitlines()]
+    except (OSError, ValueError):
+        return None
+    ok = all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and isinstance(e[1], str) for e in entries)
+    return [(e[0], e[1]) for e in entries] if ok else None
+
+
+def _keys_before(path: Path, fd: int, size: int) -> tuple[set[str], bool]:
+    """The keys of the records in bytes [0, size) of `path`, through its key index `<records>.keys`, so an append
+    reads only what was added since the index was last brought up to date (a sweep appends N records in O(N),
+    not O(N^2)). The index is a cache: it is trusted only if the line that ends where it ends carries its last
+    key; otherwise (a replaced or rewritten file, a damaged index) it is rebuilt from the whole file. Returns the
+    keys and whether the index now covers [0, size) (False: it could not be written, and was removed)."""
+    index = path.with_name(path.name + ".keys")
+    entries = _index_entries(index) or []
+    if entries and not (entries[-1][0] <= size and _key_of_line_ending_at(fd, entries[-1][0]) == entries[-1][1]):
+        entries = []
+    start = entries[-1][0] if entries else 0
+    new, pos = [], start
+    for raw in os.pread(fd, size - start, start).splitlines(keepends=True):
+        pos += len(raw)
+        if raw.strip():
+            new.append((pos, _record(path, len(entries) + len(new) + 1, raw.decode())["key"]))
+    if new or not entries:
+        lines = "".join(json.dumps(list(e)) + "\n" for e in new)
+        try:
+            if entries:
+                with open(index, "a") as f:
+                    f.write(lines)
+            else:
+                with atomic_write(index) as tmp:
+                    tmp.write_text(lines)
+        except (OSError, UserError):  # a cache: the next append rebuilds it
+            index.unlink(missing_ok=True)
+            return {k for _, k in entries} | {k for _, k in new}, False
+    return {k for _, k in entries} | {k for _, k in new}, True
+
+
 def append_record(path: str | Path, record: dict, replace: bool = False, *,
                   lock_timeout_s: float = RECORDS_LOCK_TIMEOUT_S) -> bool:
     """Append `record` unless its key exists (replace=True: drop the existing line first); True if written."""
@@ -146,26 +229,16 @@ def append_record(path: str | Path, record: dict, replace: bool = False, *,
         except OSError as e:
             raise write_error(path, e, "paths.results") from e
         try:
-            size = os.fstat(fd).st_size
-            text = os.pread(fd, size, 0).decode() if size else ""
-            if text and not text.endswith("\n"):
-                tail = text[text.rfind("\n") + 1:]
-                try:  # a complete record that lacks its newline (a hand edit): keep it
-                    json.loads(tail)
-                    os.pwrite(fd, b"\n", size)
-                    text += "\n"
-                except ValueError:  # a torn line from a killed writer: drop it
-                    text = text[: text.rfind("\n") + 1]
-                    os.ftruncate(fd, len(text.encode()))
-                size = len(text.encode())
-            lines = _valid_lines(text)
-            keys = [_record(path, i, ln)["key"] for i, ln in enumerate(lines, 1)]
+            size = _repair_tail(fd, os.fstat(fd).st_size)
+            keys, indexed = _keys_before(path, fd, size)
             if record["key"] in keys:
                 if not replace:
                     return False
-                kept = "".join(ln + "\n" for ln, k in zip(lines, keys) if k != record["key"])
+                lines = _valid_lines(os.pread(fd, size, 0).decode())
+                kept = "".join(ln + "\n" for ln in lines if _record(path, 0, ln)["key"] != record["key"])
                 with atomic_write(path) as tmp:
                     tmp.write_bytes(kept.encode() + line)
+                path.with_name(path.name + ".keys").unlink(missing_ok=True)  # rebuilt by the next append
                 return True
             try:
                 os.lseek(fd, size, os.SEEK_SET)
@@ -179,6 +252,12 @@ def append_record(path: str | Path, record: dict, replace: bool = False, *,
                 if isinstance(e, OSError):
                     raise write_error(path, e, "paths.results") from e
                 raise
+            if indexed:  # the index follows (if this fails it ends short: the next append reads the rest)
+                try:
+                    with open(path.with_name(path.name + ".keys"), "a") as f:
+                        f.write(json.dumps([size + len(line), record["key"]]) + "\n")
+                except OSError:
+                    pass
             return True
         finally:
             os.close(fd)

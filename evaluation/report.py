@@ -47,6 +47,7 @@ from evaluation.tables import ra_table
 from evaluation.unlearning_table import _variant_names, unlearning_table
 from unlearn.errors import ArgParser, UserError
 from unlearn.io import atomic_write, write_text
+from unlearn.paths import CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFENDER = "DDIM-25"  # the defender's sampler (configs/sampler/ddim.yaml): other samplers are compared with it
@@ -217,7 +218,7 @@ def _fmt(t: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def _study_command(study: str) -> str:
     """The commands that run a study: the indented comment lines of configs/experiment/<study>.yaml."""
-    path = ROOT / "configs" / "experiment" / f"{study}.yaml"
+    path = CONFIGS / "experiment" / f"{study}.yaml"
     if not path.is_file():
         return ""
     lines = [ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#   ")]

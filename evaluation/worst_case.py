@@ -31,11 +31,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks.common import Audit, Plan
 from attacks.registry import ATTACKS
-from evaluation.entry import CONFIGS
 from evaluation.envelope import unit_report
 from evaluation.harness import run_attack
 from evaluation.records import check_records_file, read_records
 from unlearn.errors import UserError, cli, exit_on_user_error
+from unlearn.paths import CONFIG_PATH
 from unlearn.pipeline import Context
 from unlearn.settings import problems
 
@@ -133,7 +133,7 @@ def main() -> None:
         records = run(cfg)
         print(unit_report(records, read_records(Path(cfg.paths.results) / "records.jsonl"), cfg.grid.name))
 
-    cli(hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="worst_case")(exit_on_user_error(task)))
+    cli(hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="worst_case")(exit_on_user_error(task)))
 
 
 ConfigStore.instance().store(name="worst_case", node={

@@ -19,8 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 import evaluation.entry  # noqa: F401 - registers the attack entry configs (relearn, finetune, ...) with Hydra
 import evaluation.worst_case  # noqa: F401 - registers the worst_case entry config
 from unlearn.model import Arch
+from unlearn.paths import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 SHARED_TESTBED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "testbed_ddpm"  # see its README.md
 

@@ -245,3 +245,49 @@ def test_records_are_strict_json_nan_as_null(tmp_path):
     line = (tmp_path / "r.jsonl").read_text()
     assert json.loads(line, parse_constant=refuse) == {"key": "a", "tpr": None, "m": {"x": None}, "l": [1.0]}
     assert to_json({"b": 1, "a": float("-inf")}) == '{"a": null, "b": 1}'
+
+
+def _index(p):
+    return p.with_name(p.name + ".keys")
+
+
+def test_an_append_reads_the_new_lines_not_the_whole_file(tmp_path, monkeypatch):
+    import evaluation.records as records
+
+    p = tmp_path / "records.jsonl"
+    for i in range(400):
+        append_record(p, {"key": f"k{i}", "pad": "x" * 200})
+    read = []
+    real = records.os.pread
+    monkeypatch.setattr(records.os, "pread", lambda fd, n, off: read.append(n) or real(fd, n, off))
+    assert not append_record(p, {"key": "k3"}) and append_record(p, {"key": "new"})
+    assert sum(read) < p.stat().st_size / 4  # the last lines only (the key index has the rest)
+    assert [r["key"] for r in read_records(p)] == [f"k{i}" for i in range(400)] + ["new"]
+
+
+@pytest.mark.parametrize("change", ["index deleted", "index torn", "index garbage", "file replaced", "file truncated",
+                                    "lines added by hand"])
+def test_a_stale_or_damaged_key_index_is_never_trusted(tmp_path, change):
+    p = tmp_path / "records.jsonl"
+    for k in "abc":
+        append_record(p, {"key": k})
+    if change == "index deleted":
+        _index(p).unlink()
+    elif change == "index torn":
+        _index(p).write_text(_index(p).read_text()[:-3])
+    elif change == "index garbage":
+        _index(p).write_text('[1, 2, 3]\n"x"\n')
+    elif change == "file replaced":  # another file, longer than the old one: the index's end offset lies inside it
+        p.write_text("".join(json.dumps({"key": k, "pad": "y" * 30}) + "\n" for k in "xyz"))
+    elif change == "file truncated":
+        p.write_text(json.dumps({"key": "a"}) + "\n")
+    else:
+        with open(p, "a") as f:
+            f.write(json.dumps({"key": "d"}) + "\n")
+    want = {"index deleted": "abc", "index torn": "abc", "index garbage": "abc", "file replaced": "xyz",
+            "file truncated": "a", "lines added by hand": "abcd"}[change]
+    for k in want:  # every key the file holds is seen: nothing is appended twice
+        assert not append_record(p, {"key": k})
+    assert append_record(p, {"key": "z2"}) and existing_keys(p) == {*want, "z2"}
+    assert not append_record(p, {"key": "z2"})
+    assert [r["key"] for r in read_records(p)] == [*want, "z2"]  # read_records refuses a repeated key

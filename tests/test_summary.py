@@ -18,6 +18,7 @@ from evaluation.summary import (
     scalar_table,
 )
 from unlearn.errors import UserError
+from unlearn.paths import CONFIGS
 
 X10 = math.log(11) / math.log(101)  # x of budget 10 on a 0..100 grid
 
@@ -272,14 +273,12 @@ def test_a_sampler_probe_is_guarded_against_the_untouched_model():
 def test_guard_samples_keep_false_alarms_below_one_percent():
     """A model at a true retained RA of 0.9 that the attack leaves unchanged fails the guard < 1% of the time,
     for the guard sizes every config uses (samples per retained class x 9 retained digits classes)."""
-    from pathlib import Path
-
     import yaml
 
     from evaluation.summary import guard_false_alarm
 
     assert guard_false_alarm(18) > 0.01 > guard_false_alarm(27)  # the bar: 2 per class is too few, 3 enough
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = CONFIGS
     sizes = {"attack_job": yaml.safe_load((root / "attack_job.yaml").read_text())["eval"]["n_retained_per_class"]}
     for f in (root / "experiment").glob("*.yaml"):
         per = (yaml.safe_load(f.read_text()) or {}).get("eval", {}).get("n_retained_per_class")

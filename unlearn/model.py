@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -293,8 +294,14 @@ class Timer:
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """git commit of the code (with '+dirty' when the tree has changes), or 'unknown'."""
+    """git commit of the code (with '+dirty' when the tree has changes); an installed copy (no checkout around it):
+    `unlearning-robustness <version>`; else 'unknown'."""
     root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():  # installed (site-packages): git would answer for whatever repo holds the venv
+        try:
+            return f"unlearning-robustness {importlib.metadata.version('unlearning-robustness')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5).stdout.strip()

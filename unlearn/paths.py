@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
+
+# The Hydra configs live in the package (an installed copy has them too): CONFIG_PATH for @hydra.main,
+# CONFIG_MODULE for hydra.initialize_config_module, CONFIGS for reading a file (the report, tests).
+CONFIG_MODULE = "unlearn.configs"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 RESULTS_ENV = "UNLEARN_RESULTS"
 RESULTS_DEFAULT = "results"

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from unlearn.errors import cli, exit_on_user_error
+from unlearn.paths import CONFIG_PATH
 from unlearn.pipeline import Context
 
 
@@ -24,7 +25,7 @@ def run(cfg: DictConfig) -> Path:
     return folder
 
 
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent.parent / "configs"),
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH,
             config_name="unlearn")
 def main(cfg: DictConfig) -> None:
     exit_on_user_error(run)(cfg)

@@ -1,0 +1,1 @@
+"""The judge, metrics, records, tables, figures and REPORT.md."""
