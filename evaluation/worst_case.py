@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks.common import Audit, Plan
 from attacks.registry import ATTACKS
+from evaluation import entry  # noqa: F401 - registers each attack's config (the grid composes them by name)
 from evaluation.envelope import unit_report
 from evaluation.harness import run_attack
 from evaluation.records import check_records_file, read_records

@@ -5,7 +5,10 @@ summed), the gate's decisions and intervals, and fine-tuning on other real data.
 import copy
 import gzip
 import json
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,6 +63,24 @@ def test_the_digits_grid_is_preregistered_and_every_adversary_composes_valid():
             assert budgets == [0] or budgets == list(g.budgets) or "attack.budgets" in " ".join(ov), name
             families.add(a.attack.name)
     assert families == {"relearn", "finetune", "embedding", "sampler", "partial", "noise_opt", "deploy"}
+
+
+def test_a_fresh_interpreter_running_only_the_grid_composes_every_adversary():
+    """`python -m evaluation.worst_case` in a new process (no other entry point imported first, unlike the tests
+    above, which share one process): each adversary's attack config is found (a missing registration once made
+    every unit exit 2 with "Cannot find primary config 'relearn'")."""
+    code = ("import evaluation.worst_case as w\n"
+            "from hydra import initialize_config_module, compose\n"
+            "from unlearn.paths import CONFIG_MODULE\n"
+            "with initialize_config_module(CONFIG_MODULE, version_base='1.3'):\n"
+            "    g = compose(config_name='worst_case').grid\n"
+            "    names = {compose(config_name='relearn', overrides=list(ov)).attack.name\n"
+            "             for ov in g.adversaries.values()}\n"
+            "print(sorted(names))\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert got.returncode == 0, got.stderr
+    assert "'relearn'" in got.stdout and "'deploy'" in got.stdout and "'noise_opt'" in got.stdout
 
 
 def test_a_bad_adversary_is_refused_by_name_before_anything_runs(tiny_root, tmp_path, monkeypatch):

@@ -1,1 +1,0 @@
-"""The judge, metrics, records, tables, figures and REPORT.md."""
