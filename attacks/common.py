@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from unlearn.errors import UserError
 from unlearn.model import Timer
+from unlearn.progress import bar
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_
     timer = Timer(device)
     finite = torch.ones((), dtype=torch.bool, device=device)
     done = 0
-    bar = tqdm(total=budgets[-1], desc=desc, disable=None, leave=False)
+    pbar = bar(total=budgets[-1], desc=desc, unit="step")
     for budget in budgets:
         model.train()
         with timer:
@@ -127,11 +127,11 @@ def optimize(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], loss_
                 if after_step is not None:
                     after_step()
                 done += 1
-                bar.update()
+                pbar.update()
         if not bool(finite):
-            bar.close()
+            pbar.close()
             raise UserError(f"{desc}: the loss became NaN or inf before step {done}; lower attack.lr")
         model.eval()
         yield AttackState(model, done, done * batch_size + prior.sample_gradients, done * nfe_per_step + prior.nfe,
                           timer.wall_s + prior.wall_s, timer.device_s + prior.device_s, prior)
-    bar.close()
+    pbar.close()

@@ -29,6 +29,7 @@ from unlearn.diffusion import Schedule, ddim_step, predict_eps, q_sample
 from unlearn.errors import UserError
 from unlearn.model import null_class
 from unlearn.pipeline import Context
+from unlearn.progress import bar
 
 
 def _full(x: torch.Tensor, value: int) -> torch.Tensor:
@@ -78,6 +79,7 @@ def secmi_score(model, schedule: Schedule, x0, label: int, t_sec: int = 100, k: 
     return -(back - x).pow(2).flatten(1).sum(1).cpu().numpy()
 
 
+ROC_POINTS = 101  # the ROC corners a record keeps, at most
 LABELS = ("cond", "null")  # query with label c_f, or with the null label (the branch SAFEMax leaves untouched)
 
 
@@ -91,18 +93,33 @@ def mia_scores(model, schedule: Schedule, x0: torch.Tensor, forget_class: int, *
     """Every score of every image: name -> (scores, queries per image). Images go through in chunks of
     `batch_size`, each chunk with the same noise draws (a score never depends on the chunking of others)."""
     out = {}
-    for y, label in zip(LABELS, (forget_class, null_class(model))):
-        for t in ts:
-            out[f"loss t={t} {y}"] = (_chunked(lambda x: loss_score(model, schedule, x, label, t, draws, seed + t),
-                                               x0, batch_size), draws)
-        out[f"pia {y}"] = (_chunked(lambda x: pia_score(model, schedule, x, label, pia_t), x0, batch_size), 2)
-        out[f"secmi {y}"] = (_chunked(lambda x: secmi_score(model, schedule, x, label, secmi_t, secmi_k),
-                                      x0, batch_size), secmi_t // secmi_k + 1)
+    chunks = -(-len(x0) // batch_size)
+    with bar(total=len(LABELS) * (len(ts) + 2) * chunks, desc=f"mia {len(x0)} images", unit="chunk") as pbar:
+        for y, label in zip(LABELS, (forget_class, null_class(model))):
+            for t in ts:
+                out[f"loss t={t} {y}"] = (_chunked(lambda x: loss_score(model, schedule, x, label, t, draws, seed + t),
+                                                   x0, batch_size, pbar), draws)
+            out[f"pia {y}"] = (_chunked(lambda x: pia_score(model, schedule, x, label, pia_t), x0, batch_size, pbar),
+                               2)
+            out[f"secmi {y}"] = (_chunked(lambda x: secmi_score(model, schedule, x, label, secmi_t, secmi_k),
+                                          x0, batch_size, pbar), secmi_t // secmi_k + 1)
     return out
 
 
-def _chunked(fn, x0: torch.Tensor, batch_size: int) -> np.ndarray:
-    return np.concatenate([fn(x0[i:i + batch_size]) for i in range(0, len(x0), batch_size)])
+def _chunked(fn, x0: torch.Tensor, batch_size: int, pbar=None) -> np.ndarray:
+    out = []
+    for i in range(0, len(x0), batch_size):
+        out.append(fn(x0[i:i + batch_size]))
+        if pbar is not None:
+            pbar.update()
+    return np.concatenate(out)
+
+
+def roc_points(fpr: np.ndarray, tpr: np.ndarray, max_points: int = ROC_POINTS) -> tuple[list, list]:
+    """The ROC curve's corners, thinned to at most max_points (first and last kept), rounded: what a record
+    stores and `evaluation.plots.plot_roc` draws (the AUC is computed on the full curve)."""
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).round().astype(int))
+    return [round(float(v), 5) for v in fpr[keep]], [round(float(v), 5) for v in tpr[keep]]
 
 
 def evaluate(members: np.ndarray, nonmembers: np.ndarray, fprs=(0.01, 0.001), shadow_fraction: float = 0.5,
@@ -110,11 +127,13 @@ def evaluate(members: np.ndarray, nonmembers: np.ndarray, fprs=(0.01, 0.001), sh
     """AUC on all samples; TPR at each FPR with the threshold fitted on a shadow split of both sets.
     A shadow split with fewer than 1 / FPR non-members cannot place that threshold: TPR and the realised
     FPR are NaN there (digits has about 18 shadow non-members per class: 1% is not resolvable)."""
-    from sklearn.metrics import roc_auc_score  # heavy (about 0.5 s to import), and only the audit needs it
+    from sklearn.metrics import roc_auc_score, roc_curve  # heavy (about 0.5 s to import), only the audit needs them
 
     scores = np.concatenate([members, nonmembers])
     truth = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
     out = {"auc": float(roc_auc_score(truth, scores)), "n_members": len(members), "n_nonmembers": len(nonmembers)}
+    fpr, tpr, _ = roc_curve(truth, scores, drop_intermediate=True)
+    out["roc_fpr"], out["roc_tpr"] = roc_points(fpr, tpr)
     rng = np.random.default_rng(seed)
     pm, pn = rng.permutation(len(members)), rng.permutation(len(nonmembers))
     cm, cn = int(len(members) * shadow_fraction), int(len(nonmembers) * shadow_fraction)

@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from evaluation.fid import fid, safe_inception
+from evaluation.fid import distances, safe_inception
 from evaluation.harness import get_judge
 from evaluation.metrics import score
 from evaluation.ood import NoiseDetector
@@ -70,8 +70,8 @@ def run(cfg: DictConfig) -> dict:
         fc = ctx.forget_class
         retained = [per[c]["ra"] for c in per if c != fc]
         ds = ctx.ds
-        fid_retained = fid(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"], inception,
-                           cuda=ctx.device.type == "cuda")
+        d = distances(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"], inception,
+                      cuda=ctx.device.type == "cuda")
         per_class = {f: {str(c): round(per[c][m], 4) for c in per}
                      for f, m in (("ra", "ra"), ("entropy", "entropy"), ("mean_p", "mean_p"), ("noise", "noise"))}
         rec = ClassPoint(
@@ -83,7 +83,8 @@ def run(cfg: DictConfig) -> dict:
             per_class_mean_p=per_class["mean_p"], per_class_noise=per_class["noise"], forget_ra=per[fc]["ra"],
             retained_mean_ra=round(sum(retained) / len(retained), 4), forget_noise=round(per[fc]["noise"], 4),
             forget_in_dist_as_c=round(per[fc]["in_dist_as_c"], 4),
-            forget_in_dist_other=round(per[fc]["in_dist_other"], 4), fid_retained=round(fid_retained, 4),
+            forget_in_dist_other=round(per[fc]["in_dist_other"], 4), fid_retained=round(d["fid"], 4),
+            kid_retained=round(d["kid"], 6),
             fid_features="inception" if inception else f"judge:{judge.id}",
             min_class_ra=min(v["ra"] for v in per.values()),
             eval={"nfe": ev.nfe(n * len(per)), "wall_s": round(timer.wall_s, 3)}, device=device_name(ctx.device),
@@ -95,7 +96,8 @@ def run(cfg: DictConfig) -> dict:
     print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): "
           f"forget RA {rec['forget_ra']:.3f}, "
           f"noise {num('forget_noise'):.3f}, retained mean RA {rec['retained_mean_ra']:.3f}, "
-          f"min class RA {rec['min_class_ra']:.3f}, FID retained {num('fid_retained'):.2f}")
+          f"min class RA {rec['min_class_ra']:.3f}, FID retained {num('fid_retained'):.2f}, "
+          f"KID retained {num('kid_retained'):.4f}")
     print("per class:", rec["per_class_ra"])
     return rec
 

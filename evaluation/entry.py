@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from attacks.common import Audit
 from attacks.registry import ATTACKS
 from evaluation.harness import output_dir, run_attack, run_audit
-from evaluation.plots import plot_ra_curve, sample_grid
+from evaluation.plots import plot_ra_curve, plot_roc, sample_grid
 from evaluation.records import check_records_file
 from evaluation.tables import ROLE_ORDER, ra_table
 from unlearn.errors import UserError, cli, exit_on_user_error
@@ -45,6 +45,9 @@ def run(cfg: DictConfig) -> list[dict]:
     if isinstance(job, Audit):
         records = run_audit(cfg, job, ctx)
         print_audit(records)
+        out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.results)
+        if plot_roc(records, out / "roc.png"):
+            print(f"ROC curves: {out / 'roc.png'}")
         return records
     records = []
     for plan in job:

@@ -21,8 +21,11 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from evaluation.judge import Judge
 from unlearn.errors import UserError
 from unlearn.model import pickled_state_dict
+from unlearn.progress import shown
 
-FID = "frechet_inception_distance"  # torch-fidelity's result key (whatever the extractor)
+FID = "frechet_inception_distance"  # torch-fidelity's result keys (whatever the extractor)
+KID, KID_STD = "kernel_inception_distance_mean", "kernel_inception_distance_std"
+KID_SUBSET = 1000  # KID subset size, at most: each set's size when smaller
 
 
 class JudgeFeatures(FeatureExtractorBase):
@@ -91,13 +94,17 @@ def safe_inception(path: str | Path) -> Path:
     return _safe_copy(str(path))
 
 
-def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None = None,
-        inception_weights: str | None = None, cuda: bool = False) -> float:
-    """FID between two image sets in [-1, 1]: judge features by default, Inception if weights are given."""
+def distances(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None = None,
+              inception_weights: str | None = None, cuda: bool = False) -> dict[str, float]:
+    """FID and KID between two image sets in [-1, 1], from one feature pass: judge features by default, Inception
+    if weights are given. KID (the unbiased MMD^2 of a cubic polynomial kernel, Binkowski et al. 2018) is the mean
+    over torch-fidelity's 100 subsets of min(1000, |generated|, |real|) images: unbiased at small N, where FID is
+    biased upward, so the two read together. Returns {"fid", "kid", "kid_std", "kid_subset"}."""
     if min(len(generated), len(real)) < 2:
         raise UserError("FID needs at least 2 images per set")
-    common = dict(fid=True, cuda=cuda, save_cpu_ram=True, cache=False, verbose=False,
-                  batch_size=500)
+    subset = min(KID_SUBSET, len(generated), len(real))
+    common = dict(fid=True, kid=True, kid_subset_size=subset, cuda=cuda, save_cpu_ram=True, cache=False,
+                  verbose=shown() and len(generated) + len(real) >= 1000, batch_size=500)
     if inception_weights:
         out = torch_fidelity.calculate_metrics(input1=_Images(generated, 3), input2=_Images(real, 3),
                                                feature_extractor="inception-v3-compat",
@@ -108,5 +115,12 @@ def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None =
             register_feature_extractor("judge", JudgeFeatures)
         out = torch_fidelity.calculate_metrics(input1=_Images(generated), input2=_Images(real),
                                                feature_extractor="judge", feature_layer_fid="judge",
+                                               feature_layer_kid="judge",
                                                feature_extractor_weights_path=str(judge_folder), **common)
-    return float(out[FID])
+    return {"fid": float(out[FID]), "kid": float(out[KID]), "kid_std": float(out[KID_STD]), "kid_subset": subset}
+
+
+def fid(generated: torch.Tensor, real: torch.Tensor, judge_folder: Path | None = None,
+        inception_weights: str | None = None, cuda: bool = False) -> float:
+    """FID between two image sets in [-1, 1] (see `distances`, which gives KID beside it)."""
+    return distances(generated, real, judge_folder, inception_weights, cuda)["fid"]

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attacks.common import AttackState, Audit, Plan, Prior
 from attacks.registry import traits
-from evaluation.fid import fid, safe_inception
+from evaluation.fid import distances, safe_inception
 from evaluation.judge import Judge, JudgeRecipe, train_judge
 from evaluation.metrics import score
 from evaluation.ood import OFF_DATA_VERSION, NoiseDetector
@@ -101,9 +101,10 @@ class Guards:
             ondata = (hits & ~self.noise.rejected(x_cf)).float().mean().item()
             # a retained sample counts when the judge names its class and does not call it off-data
             retained = ((self.judge.probs(x).argmax(-1) == self.labels) & ~self.noise.rejected(x)).float().mean().item()
-            f = fid(x_cf, self.real, Path(self.judge.meta["folder"]), self.inception,
-                    cuda=self.ctx.device.type == "cuda")
-        return {"ra_ondata": round(ondata, 5), "fid_cf": round(f, 3),
+            d = distances(x_cf, self.real, Path(self.judge.meta["folder"]), self.inception,
+                          cuda=self.ctx.device.type == "cuda")
+        return {"ra_ondata": round(ondata, 5), "fid_cf": round(d["fid"], 3), "kid_cf": round(d["kid"], 5),
+                "kid_subset": d["kid_subset"],
                 "fid_features": "inception" if self.inception else f"judge:{self.judge.id}",
                 "retained_ra": round(retained, 5), "retained_n": len(self.labels), "fid_real_n": len(self.real)}, timer
 
@@ -195,6 +196,15 @@ def run_attack(cfg: DictConfig, plan: Plan, ctx: Context | None = None) -> list[
     return [r for r in read_records(job.records_path) if r["key"] in wanted]
 
 
+def point_line(role: str, setting: str, steps: int, s: dict, guard: dict) -> str:
+    """The one INFO line of a scored point: RA with its CI, then the guards that decide whether it counts."""
+    line = f"{role} {setting} steps={steps}: RA {s['ra']:.3f} [{s['ra_ci_low']:.3f}, {s['ra_ci_high']:.3f}]"
+    if guard:
+        line += (f", on-data {guard['ra_ondata']:.3f}, retained RA {guard['retained_ra']:.3f}, "
+                 f"FID c_f {guard['fid_cf']:.1f}, KID c_f {guard['kid_cf']:.4f}")
+    return line
+
+
 def _score(job: AttackJob, role: str, prov: dict, state: AttackState, key: str, i: int = 0) -> dict:
     """Sample c_f from the attacked model with scoring sampler i (unless the attack drew the samples), score them,
     build the record."""
@@ -207,9 +217,8 @@ def _score(job: AttackJob, role: str, prov: dict, state: AttackState, key: str, 
     s = {k: round(v, 5) for k, v in score(probs, ctx.forget_class).items()}
     guard, gtimer = guards(state.model, x, hits) if guards else ({}, Timer(ctx.device))
     _save_strip(x[:16], job.out_dirs[i] / "samples" / f"{role}_steps{state.steps}.npy")
-    log.info("%s %s%s steps=%d RA=%.3f [%.3f, %.3f] H=%.3f guard=%s", role, job.plan.setting,
-             "" if i == 0 else f" @{ev.label}", state.steps, s["ra"], s["ra_ci_low"], s["ra_ci_high"], s["entropy"],
-             guard)
+    log.info("%s", point_line(role, job.plan.setting + ("" if i == 0 else f" @{ev.label}"), state.steps, s, guard))
+    log.debug("%s guard %s", role, guard)
     n_eval = (0 if drawn else n) + (len(guards.labels) if guards else 0)
     return AttackPoint(
         key=key, run_id=job.run_id, study=job.cfg.get("study"), adversary=job.cfg.get("adversary"), dataset=ctx.ds.name,

@@ -21,11 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from evaluation.ood import off_data_batch
 from unlearn.data import Dataset
 from unlearn.errors import UserError
+from unlearn.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def train_judge(ds: Dataset, recipe: JudgeRecipe, seed: int, device: torch.devic
     steps = recipe.epochs * ((n + recipe.batch_size - 1) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     net.train()
-    for _ in tqdm(range(recipe.epochs), desc="judge", disable=None, leave=False):
+    for _ in bar(range(recipe.epochs), desc="judge"):
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, recipe.batch_size):
             b = perm[i:i + recipe.batch_size]

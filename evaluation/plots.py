@@ -74,3 +74,40 @@ def sample_grid(strips: dict[str, np.ndarray], path: Path, title: str = "") -> N
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
     _atomic_savefig(fig, path)
+
+
+def plot_roc(records: list[dict], path: Path) -> bool:
+    """Membership-inference ROC curves (the corners the audit records keep): one panel per score, one line per
+    role, the chance diagonal dotted; log-scaled false-positive rate, where the low-FPR regime shows. Returns
+    False (and draws nothing) when no record holds a curve (audits recorded before the curves were kept)."""
+    recs = [r for r in records if r.get("kind") == "mia" and r.get("roc_fpr")]
+    if not recs:
+        return False
+    scores = list(dict.fromkeys(r["score"] for r in recs))
+    cols = min(4, len(scores))
+    rows = -(-len(scores) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    floor = 1.0 / max(r["n_nonmembers"] for r in recs)
+    for ax, score in zip(axes.flat, scores):
+        for r in sorted((r for r in recs if r["score"] == score), key=lambda r: ROLE_ORDER.index(r["role"])):
+            label = r["role"] if r["role"] != "unlearned" else f"unlearned ({r['method']})"
+            fpr = np.maximum(np.asarray(r["roc_fpr"], dtype=float), floor / 2)
+            ax.plot(fpr, r["roc_tpr"], "-", color=COLORS[r["role"]], label=f"{label}: AUC {r['auc']:.2f}", lw=1.2)
+        grid = np.logspace(np.log10(floor / 2), 0, 50)
+        ax.plot(grid, grid, ":", color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlim(floor / 2, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(score, fontsize=9)
+        ax.set_xlabel("false-positive rate", fontsize=8)
+        ax.set_ylabel("true-positive rate", fontsize=8)
+        ax.legend(fontsize=6, loc="lower right")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(scores):]:
+        ax.axis("off")
+    r0 = recs[0]
+    fig.suptitle(f"membership inference on {r0['dataset']}, forget class {r0['forget_class']}, seed {r0['seed']} "
+                 f"(members: c_f training images)", fontsize=10)
+    fig.tight_layout()
+    _atomic_savefig(fig, path)
+    return True

@@ -7,7 +7,8 @@ A record is one JSON line (evaluation/records.py appends it). Four kinds:
 - WeightPoint ("weights", schema 3): one unlearned checkpoint's weight distances and interpolation path.
 
 Schema versions: 1 = the records written before this module (no "schema" field; the same fields otherwise);
-2 = the same fields plus "schema": 2; 3 = AttackPoint.adversary (None before: a point of no adversary grid).
+2 = the same fields plus "schema": 2; 3 = AttackPoint.adversary (None before: a point of no adversary grid);
+4 = ClassPoint.kid_retained and the attack guard's kid_cf / kid_subset (KID beside FID; absent before).
 Readers (evaluation.records.read_records) accept 1..SCHEMA and refuse a newer one; tables read fields by name, so
 every version builds the same tables. `parse` gives the typed record of any. A new field gets a default here
 and a bump of SCHEMA; `upgrade` fills it in older records.
@@ -24,7 +25,7 @@ import torch
 from unlearn.errors import UserError
 from unlearn.model import code_version
 
-SCHEMA = 3
+SCHEMA = 4
 
 
 def _now() -> str:
@@ -133,6 +134,7 @@ class ClassPoint(Record):
     fid_retained: float
     fid_features: str
     eval: dict
+    kid_retained: float | None = None  # KID of the retained samples (schema 4; None before)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,7 +26,7 @@ def _paths(tiny_root, tmp_path):
 def _check(records, n_roles=3, n_budgets=2, attack=None):
     assert len(records) == n_roles * n_budgets
     for r in records:
-        assert r["kind"] == "attack" and r["attack"] == attack and r["setting"] and r["schema"] == 3
+        assert r["kind"] == "attack" and r["attack"] == attack and r["setting"] and r["schema"] == 4
         assert parse(r).to_dict() == r  # written through its kind
         assert 0 <= r["ra_ci_low"] <= r["ra"] <= r["ra_ci_high"] <= 1
         assert {"steps", "sample_gradients", "nfe", "wall_s", "device_s"} <= set(r["budget"])
@@ -89,6 +89,8 @@ def test_mia_job_records_every_score_per_role(tiny_root, tmp_path):
     assert len(records) == 6 * 3 and {r["role"] for r in records} == {"unlearned", "original", "oracle"}
     for r in records:
         assert 0 <= r["auc"] <= 1 and r["n_members"] > r["n_nonmembers"] > 0
+        assert r["roc_fpr"][0] == r["roc_tpr"][0] == 0 and r["roc_fpr"][-1] == r["roc_tpr"][-1] == 1
+    assert (tmp_path / "results" / "roc.png").stat().st_size > 10_000  # the ROC figure, beside the records
     # audits load their models in fp32 whatever `fast` says (bf16 SecMI scores correlate only 0.96 on CUDA)
     from unlearn.pipeline import Context
 

@@ -433,7 +433,9 @@ OTHER_TESTS = {"disk-full-record": "test_disk_full_during_record_write",
                "sigint": "test_sigint_mid_run",
                "sigterm": "test_sigterm_during_a_build",
                "overwrite-killed-temp": "test_a_killed_overwrite_leaves_no_temporary_file_behind",
-               "sigkill": "tests/test_sweeps.py::test_sigkill_then_rerun_loses_and_duplicates_nothing"}
+               "sigkill": "tests/test_sweeps.py::test_sigkill_then_rerun_loses_and_duplicates_nothing",
+               "bad-progress-switch":
+                   "tests/test_progress.py::test_a_bad_switch_is_one_line_and_exit_2_before_anything_runs"}
 
 
 def _env(root: Path) -> dict:

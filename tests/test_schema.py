@@ -19,9 +19,10 @@ def test_every_committed_record_parses_and_writes_back_the_same_json():
     for r in RECORDS:
         p = parse(r)
         kinds[r["kind"]] = type(p)
-        # v1 audit records lack model_code_version (None in v2); attack records before v3 lack adversary (None)
-        want = {"model_code_version": None, **({"adversary": None} if r["kind"] == "attack" else {}), **r,
-                "schema": SCHEMA}
+        # v1 audit records lack model_code_version (None in v2); attack records before v3 lack adversary (None);
+        # class records before v4 lack kid_retained (None)
+        want = {"model_code_version": None, **({"adversary": None} if r["kind"] == "attack" else {}),
+                **({"kid_retained": None} if r["kind"] == "class_accuracy" else {}), **r, "schema": SCHEMA}
         assert json.dumps(p.to_dict(), sort_keys=True) == json.dumps(want, sort_keys=True), r["key"]  # NaN == NaN
     assert kinds == {"attack": AttackPoint, "mia": AuditPoint, "class_accuracy": ClassPoint}
 
@@ -31,7 +32,7 @@ def test_records_are_frozen_and_carry_kind_and_schema():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.ra = 1.0
     d = p.to_dict()
-    assert d["schema"] == SCHEMA == 3 and d["kind"] == "attack" and set(KINDS) == {"attack", "mia", "class_accuracy",
+    assert d["schema"] == SCHEMA == 4 and d["kind"] == "attack" and set(KINDS) == {"attack", "mia", "class_accuracy",
                                                                                    "weights"}
 
 

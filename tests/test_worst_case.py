@@ -103,7 +103,7 @@ def test_the_grid_records_every_adversary_on_the_unlearned_model_and_the_oracle(
     recs = smoke_records
     cfg = compose_cfg("worst_case", ["grid=smoke"])
     assert {r["adversary"] for r in recs} == set(cfg.grid.adversaries)
-    assert {r["study"] for r in recs} == {"worst_case_smoke"} and all(r["schema"] == 3 for r in recs)
+    assert {r["study"] for r in recs} == {"worst_case_smoke"} and all(r["schema"] == 4 for r in recs)
     roles = {(r["adversary"], r["role"]) for r in recs}
     for name in cfg.grid.adversaries:
         assert {(name, "unlearned"), (name, "oracle")} <= roles

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from unlearn.progress import bar
+
 # The toolkit's training schedule (`Schedule.linear`'s defaults), as diffusers' schedulers name it
 SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000,
             "prediction_type": "epsilon"}
@@ -190,13 +192,14 @@ def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, 
               guidance_w: float, num_steps: int = 25, eta: float = 0.0,
               generator: torch.Generator | None = None, clip_x0: bool = True,
               modes: Callable[[int], tuple[float, bool]] | None = None, variance: str = "ddim",
-              t_start: int | None = None) -> torch.Tensor:
+              t_start: int | None = None, on_step: Callable[[], object] | None = None) -> torch.Tensor:
     """Guided DDIM from noise x (x_T) to x_0 for one batch. Differentiable: attacks that optimise through
     the sampler call it under autograd; `ddim_sample` wraps it in inference mode. num_steps = 1000 with
     eta = 1 is ancestral DDPM with the posterior variance beta~_t (Ho et al. 2020, sigma_t^2 = beta~_t).
     variance="beta" runs `ddpm_step` with sigma_t^2 = beta_t instead (the testbed's DDPM; eta is ignored).
     modes(t) -> (eta, clip_x0) per step, instead of the fixed pair (diagnostics that vary them along t).
-    t_start: x is x_{t_start} (a noised image, for partial diffusion): only the grid's steps t <= t_start run."""
+    t_start: x is x_{t_start} (a noised image, for partial diffusion): only the grid's steps t <= t_start run.
+    on_step: called after every step (a progress bar's update)."""
     steps = denoising_steps(schedule.num_train_timesteps, num_steps, t_start)
     for i, t in enumerate(steps):
         eta, clip_x0 = modes(t) if modes else (eta, clip_x0)
@@ -206,9 +209,11 @@ def ddim_loop(model, schedule: Schedule, x: torch.Tensor, labels: torch.Tensor, 
         if variance == "beta":
             noise = torch.randn(x.shape, generator=generator).to(x.device) if t_prev >= 0 else None
             x = ddpm_step(schedule, eps, t, t_prev, x, noise, clip_x0)
-            continue
-        noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
-        x = ddim_step(schedule, eps, t, t_prev, x, eta, noise, clip_x0)
+        else:
+            noise = torch.randn(x.shape, generator=generator).to(x.device) if eta > 0 else None
+            x = ddim_step(schedule, eps, t, t_prev, x, eta, noise, clip_x0)
+        if on_step is not None:
+            on_step()
     return x
 
 
@@ -226,12 +231,14 @@ def ddim_sample(model, schedule: Schedule, labels: torch.Tensor, image_shape: tu
     Network evaluations (NFE) = num_steps * N * (1 if guidance_w == 0 else 2) (from t_start: its steps only)."""
     device = next(model.parameters()).device
     out = []
-    for start in range(0, labels.shape[0], batch_size):
-        y = labels[start:start + batch_size].to(device)
-        x = (torch.randn((y.shape[0], *image_shape), generator=generator) if init is None
-             else init[start:start + batch_size]).to(device)
-        out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator,
-                             clip_x0, modes, variance, t_start).float().clamp(-1, 1).cpu())
+    n_steps = len(denoising_steps(schedule.num_train_timesteps, num_steps, t_start))
+    with bar(total=-(-labels.shape[0] // batch_size) * n_steps, desc=f"sample {labels.shape[0]}", unit="step") as pbar:
+        for start in range(0, labels.shape[0], batch_size):
+            y = labels[start:start + batch_size].to(device)
+            x = (torch.randn((y.shape[0], *image_shape), generator=generator) if init is None
+                 else init[start:start + batch_size]).to(device)
+            out.append(ddim_loop(model, schedule, x, y, null_class, guidance_w, num_steps, eta, generator,
+                                 clip_x0, modes, variance, t_start, on_step=pbar.update).float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
 

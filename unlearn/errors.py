@@ -26,7 +26,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from unlearn import paths  # noqa: F401 - registers ${results_root:} and ${run_tag:}, as this module does ${checked:}
+from unlearn import (
+    paths,  # noqa: F401 - registers ${results_root:} and ${run_tag:}, as this module does ${checked:}
+    progress,
+)
 from unlearn.settings import check, problems
 
 
@@ -130,6 +133,8 @@ def cli(main) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing; we print one line
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if (line := progress.problem()) is not None:  # before anything runs or a folder is made
+            raise UserError(line)
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,10 +4,10 @@ retain term beta * L_DDPM(D_r). The classic unlearning baseline; unbounded, so s
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from unlearn.diffusion import eps_loss
 from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, with_retain
+from unlearn.progress import bar
 
 
 def ga(model, data: UnlearnData, *, steps: int = 100, batch_size: int = 64, lr: float = 1e-5, beta: float = 1.0,
@@ -15,7 +15,7 @@ def ga(model, data: UnlearnData, *, steps: int = 100, batch_size: int = 64, lr: 
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     forget_losses, retain_losses = [], []
-    for _ in tqdm(range(steps), desc="ga", disable=None, leave=False):
+    for _ in bar(range(steps), desc="ga"):
         x0 = batch_of(data.forget_x, batch_size, generator)
         y = torch.full((x0.shape[0],), data.forget_class, device=x0.device)
         forget = eps_loss(model, data.schedule, x0, y, generator)

@@ -32,11 +32,11 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from unlearn.diffusion import ddim_sample, eps_loss, predict_eps, q_sample, sample_t
 from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
 from unlearn.model import ema_of, null_class
+from unlearn.progress import bar
 
 
 def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, schedule, generator: torch.Generator | None,
@@ -47,7 +47,7 @@ def fisher_diagonal(model, x: torch.Tensor, y: torch.Tensor, schedule, generator
     fisher = [torch.zeros_like(p) for p in params]
     T, dev = schedule.num_train_timesteps, x.device
     null = null_class(model)
-    for i in range(x.shape[0]):
+    for i in bar(range(x.shape[0]), desc="sa fisher", unit="img"):
         model.zero_grad(set_to_none=True)
         eps = torch.randn((T, *x.shape[1:]), generator=generator).to(dev)
         drop = (torch.rand(T, generator=generator) < label_dropout).to(dev)
@@ -101,7 +101,7 @@ def sa(model, data: UnlearnData, *, steps: int = 200, batch_size: int = 64, lr: 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     forget_losses, retain_losses = [], []
     y_forget = torch.full((batch_size,), data.forget_class, device=dev)
-    for _ in tqdm(range(steps), desc="sa", disable=None, leave=False):
+    for _ in bar(range(steps), desc="sa"):
         t = sample_t(data.schedule, batch_size, dev, generator, antithetic=True)  # shared by both terms
         u = (torch.rand((batch_size, *shape), generator=generator) * 2 - 1).to(dev)
         forget = eps_loss(model, data.schedule, u, y_forget, generator, pixels="sum", t=t)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from unlearn.diffusion import predict_eps, q_sample, sample_t
 from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of, with_retain
+from unlearn.progress import bar
 
 
 def safemax_loss(model, schedule, x0: torch.Tensor, forget_class: int, lam: float, zero_target: bool = False,
@@ -47,7 +47,7 @@ def safemax(model, data: UnlearnData, *, steps: int = 1000, batch_size: int = 12
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     forget_losses, retain_losses = [], []
-    for _ in tqdm(range(steps), desc="safemax", disable=None, leave=False):
+    for _ in bar(range(steps), desc="safemax"):
         x0 = batch_of(data.forget_x, batch_size, generator)
         loss = safemax_loss(model, data.schedule, x0, data.forget_class, lam, zero_target, generator)
         forget_losses.append(loss.detach())

@@ -28,12 +28,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from unlearn.diffusion import eps_loss, guided_eps, predict_eps, q_sample, sample_t
 from unlearn.errors import UserError
 from unlearn.methods_common import UnlearnData, UnlearnStats, batch_of
 from unlearn.model import null_class
+from unlearn.progress import bar
 
 ANCHORS = ("next", "random")
 TARGETS = ("current", "frozen")
@@ -111,7 +111,7 @@ def salun(model, data: UnlearnData, *, steps: int = 1000, batch_size: int = 128,
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     forget_losses, retain_losses = [], []
-    for _ in tqdm(range(steps), desc="salun" if mask is not None else "rl", disable=None, leave=False):
+    for _ in bar(range(steps), desc="salun" if mask is not None else "rl"):
         x0 = batch_of(data.forget_x, batch_size, generator)
         n, dev = x0.shape[0], x0.device
         t = sample_t(data.schedule, n, dev, generator, antithetic=True)

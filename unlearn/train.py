@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from unlearn.data import Dataset
 from unlearn.diffusion import Schedule, eps_loss
 from unlearn.fast import Fast
 from unlearn.model import Arch, Timer, build_unet, ema_of
+from unlearn.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def train_ddpm(ds: Dataset, arch: Arch, recipe: TrainRecipe, seed: int, device: 
     timer = Timer(device)
     losses = []
     with timer:
-        for _step in tqdm(range(recipe.steps), desc="pretrain", disable=None, leave=False):
+        for _step in bar(range(recipe.steps), desc="pretrain"):
             idx = torch.randint(0, len(x_all), (recipe.batch_size,), generator=g).to(device)
             x0, y = x_all[idx], y_all[idx]
             drop = torch.rand(y.shape, generator=g).to(device) < recipe.label_dropout
