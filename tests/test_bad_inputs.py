@@ -395,7 +395,7 @@ CASES: dict[str, Case] = {
                                 setup=setup_record_non_text_key),
     "duplicate-record-keys": Case([], r"records.jsonl:3 repeats the key of line 1; delete one of the two lines",
                                   setup=setup_duplicate_keys),
-    "future-record-schema": Case([], r"records.jsonl:1 has record schema 99; this toolkit reads 1..3",
+    "future-record-schema": Case([], r"records.jsonl:1 has record schema 99; this toolkit reads 1..4",
                                  setup=setup_future_schema),
     "truncated-judge-cache": Case([], r"judge checkpoint .* is missing or corrupt \(SafetensorError\); delete the "
                                   r"folder and rerun to rebuild", setup=setup_truncated_judge),

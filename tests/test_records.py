@@ -224,7 +224,7 @@ def test_a_record_of_a_newer_schema_is_refused_by_name(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text('{"key": "a", "kind": "attack"}\n{"key": "b", "kind": "attack", "schema": 2}\n'
                     '{"key": "c", "kind": "attack", "schema": 99}\n')
-    with pytest.raises(UserError, match=r"records.jsonl:3 has record schema 99; this toolkit reads 1..3"):
+    with pytest.raises(UserError, match=r"records.jsonl:3 has record schema 99; this toolkit reads 1..4"):
         read_records(path)
     path.write_text('{"key": "a", "kind": "attack"}\n{"key": "b", "kind": "attack", "schema": 2}\n')
     assert [r["key"] for r in read_records(path)] == ["a", "b"]  # schema 1 (no field) and 2 are read alike
