@@ -67,11 +67,9 @@ def run(cfg: DictConfig) -> dict:
         rec = done[0]
     else:
         per, x, labels, timer = class_accuracy(ctx.load(folder), ctx, judge, ev, n, ctx.seed)
-        fc = ctx.forget_class
+        fc, ds, cuda = ctx.forget_class, ctx.ds, ctx.device.type == "cuda"
         retained = [per[c]["ra"] for c in per if c != fc]
-        ds = ctx.ds
-        d = distances(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"], inception,
-                      cuda=ctx.device.type == "cuda")
+        d = distances(x[labels != fc], ds.x_train[ds.y_train != fc], judge.meta["folder"], inception, cuda)
         per_class = {f: {str(c): round(per[c][m], 4) for c in per}
                      for f, m in (("ra", "ra"), ("entropy", "entropy"), ("mean_p", "mean_p"), ("noise", "noise"))}
         rec = ClassPoint(
@@ -83,8 +81,8 @@ def run(cfg: DictConfig) -> dict:
             per_class_mean_p=per_class["mean_p"], per_class_noise=per_class["noise"], forget_ra=per[fc]["ra"],
             retained_mean_ra=round(sum(retained) / len(retained), 4), forget_noise=round(per[fc]["noise"], 4),
             forget_in_dist_as_c=round(per[fc]["in_dist_as_c"], 4),
-            forget_in_dist_other=round(per[fc]["in_dist_other"], 4), fid_retained=round(d["fid"], 4),
-            kid_retained=round(d["kid"], 6),
+            forget_in_dist_other=round(per[fc]["in_dist_other"], 4),
+            fid_retained=round(d["fid"], 4), kid_retained=round(d["kid"], 6),
             fid_features="inception" if inception else f"judge:{judge.id}",
             min_class_ra=min(v["ra"] for v in per.values()),
             eval={"nfe": ev.nfe(n * len(per)), "wall_s": round(timer.wall_s, 3)}, device=device_name(ctx.device),
@@ -96,8 +94,8 @@ def run(cfg: DictConfig) -> dict:
     print(f"{rec['method']} (forget class {rec['forget_class']}, w={rec['guidance_w']}): "
           f"forget RA {rec['forget_ra']:.3f}, "
           f"noise {num('forget_noise'):.3f}, retained mean RA {rec['retained_mean_ra']:.3f}, "
-          f"min class RA {rec['min_class_ra']:.3f}, FID retained {num('fid_retained'):.2f}, "
-          f"KID retained {num('kid_retained'):.4f}")
+          f"min class RA {rec['min_class_ra']:.3f}, FID / KID retained {num('fid_retained'):.2f} / "
+          f"{num('kid_retained'):.4f}")
     print("per class:", rec["per_class_ra"])
     return rec
 
