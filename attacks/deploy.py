@@ -11,12 +11,16 @@ stored weights lose, not the arithmetic of a low-precision kernel), then the mod
     int8    conv and linear weights quantized per output channel, symmetric round-to-nearest, scale = max|w| / 127
             (biases, norms and the class-embedding table stay in fp32, as int8 deployments keep them)
     noise   Gaussian noise on every weight tensor, std = attack.noise_std x that tensor's own std
+    ema_swap  the other set of weights in the checkpoint: the raw weights where the model samples with its EMA
+            shadow, the shadow where it samples with the raw ones. Only a testbed checkpoint holds both (this
+            toolkit saves the EMA weights alone, so ema_swap on one of its checkpoints is refused before running)
 
 Budgets beyond 0 relearn the transformed model (attacks/relearn.py, on k attacker images): transform, then
-relearn. EMA vs raw weights is not a transform here: this toolkit's checkpoints hold the EMA weights only.
+relearn.
 
     python -m attacks.deploy unlearned=safemax
     python -m attacks.deploy unlearned=safemax attack.transforms=[int8] attack.budgets=[0,300]
+    python -m attacks.deploy unlearned=salun unlearned.checkpoint=<testbed folder> attack.transforms=[none,ema_swap]
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from torch import nn
 
 from attacks.common import AttackState, Plan, Traits, check_k
 from attacks.relearn import relearn
+from unlearn.checkpoints import checkpoint_kind
 from unlearn.errors import UserError
 from unlearn.pipeline import Context
+from unlearn.testbed import CKPT_FILE, holds_shadow, read_testbed_states, swapped_weights
 
 # budget 0 is the released model only for the identity transform
 TRAITS = Traits(untouched_at_zero=lambda params: params.get("transform") == "none")
@@ -60,13 +66,43 @@ def add_weight_noise(model: nn.Module, std: float, generator: torch.Generator) -
             p.add_(torch.randn(p.shape, generator=generator).to(p.device) * (std * p.std()))
 
 
+@torch.no_grad()
+def swap_ema(model: nn.Module) -> None:
+    """Replace the parameters by the checkpoint's other entry (unlearn.testbed.swapped_weights)."""
+    module = getattr(model, "_orig_mod", model)  # a compiled model shares its parameters with the plain one
+    folder = getattr(module, "testbed_folder", None)
+    if folder is None:
+        raise UserError("ema_swap needs a checkpoint holding both EMA and raw weights (a testbed run folder); "
+                        "this model holds one set: drop ema_swap from attack.transforms")
+    params = dict(module.named_parameters())
+    for name, w in swapped_weights(folder, set(params)).items():
+        params[name].copy_(w)
+
+
 TRANSFORMS: dict[str, Callable[[nn.Module, float, torch.Generator], None]] = {
     "none": lambda model, std, gen: None,
     "fp16": lambda model, std, gen: round_weights(model, torch.float16),
     "bf16": lambda model, std, gen: round_weights(model, torch.bfloat16),
     "int8": lambda model, std, gen: quantize_int8(model),
     "noise": lambda model, std, gen: add_weight_noise(model, std, gen),
+    "ema_swap": lambda model, std, gen: swap_ema(model),
 }
+
+
+def check_ema_swap(cfg: DictConfig, ctx: Context) -> None:
+    """ema_swap is refused, before anything runs, unless every model of the job is a testbed checkpoint that
+    holds both sets of weights (the toolkit's own checkpoints, and the models it builds, hold the EMA ones only)."""
+    roles = ["unlearned", *(r for r in cfg.get("references") or [] if r not in ctx.missing)]
+    for role in roles:
+        folder = ctx.checkpoints.get(role)
+        if folder is None or checkpoint_kind(folder) != "testbed":
+            raise UserError(f"attack.transforms has ema_swap, but the {role} model is a toolkit checkpoint, which "
+                            "holds the EMA weights only; drop ema_swap, or attack testbed run folders holding both "
+                            f"({role}.checkpoint=<folder>)")
+        states = read_testbed_states(folder / CKPT_FILE)
+        if not holds_shadow(states):
+            raise UserError(f"attack.transforms has ema_swap, but {folder / CKPT_FILE} ({role}) holds no EMA "
+                            "shadow beside its weights; drop ema_swap from attack.transforms")
 
 
 def deploy(model, images: torch.Tensor, generator: torch.Generator, *, transform: str, noise_std: float,
@@ -87,6 +123,8 @@ def deploy(model, images: torch.Tensor, generator: torch.Generator, *, transform
 def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
     """One plan per transform; its recorded settings are the transform's own (noise_std only for noise)."""
     a = cfg.attack
+    if "ema_swap" in a.transforms:
+        check_ema_swap(cfg, ctx)
     budgets = [int(b) for b in a.budgets]
     pool = ctx.ds.attacker_pool(ctx.forget_class)
     k = check_k(a.k, pool, ctx.forget_class)

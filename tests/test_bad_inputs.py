@@ -266,6 +266,9 @@ CASES: dict[str, Case] = {
     "unknown-hyperparameter": Case(["unlearned=safemax", "+unlearned.args.lamda=2"],
                                    r"no hyperparameter lamda; valid: .*lam", entry="unlearn.run"),
     "unknown-attack": Case(["attack=foo"], r"Could not find 'attack/foo'.*relearn_lora"),
+    "ema-swap-own-checkpoint": Case(["attack.transforms=[ema_swap]"], r"attack.transforms has ema_swap, but the "
+                                    r"unlearned model is a toolkit checkpoint, which holds the EMA weights only; drop "
+                                    r"ema_swap, or attack testbed run folders", entry="attacks.deploy"),
     "unknown-dataset": Case(["data=cifar100"], r"Could not find 'data/cifar100'.*cifar10"),
     "unknown-key": Case(["attack.kk=3"], r"Could not override 'attack.kk'"),
     "not-a-number": Case(["eval.n=abc"], r"eval.n='abc': not an integer; use an integer in \[1, 1000000\]"),

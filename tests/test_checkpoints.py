@@ -17,7 +17,9 @@ import pytest
 import torch
 import yaml
 from diffusers import DDIMScheduler, DDPMScheduler
+from safetensors.torch import load_file
 
+from attacks import deploy
 from attacks.embedding import attach
 from attacks.relearn import part_parameters
 from tests.conftest import SHARED_TESTBED, TINY_ARCH, compose_cfg, run_cli
@@ -214,6 +216,41 @@ def test_models_of_two_schedules_are_not_compared(tmp_path):
     with pytest.raises(UserError, match=r"oracle.checkpoint has the noise schedule quad 0.0001..0.02 over 1000 steps "
                                         r"but unlearned.checkpoint has linear 0.0001..0.02 over 1000 steps") as e:
         Context.from_cfg(_cfg(tmp_path, f"unlearned.checkpoint={SHARED_TESTBED}", f"oracle.checkpoint={quad}"))
+    assert "\n" not in str(e.value)
+
+
+@needs_fixture
+def test_ema_swap_deploys_the_weights_the_testbed_does_not_sample_with(tmp_path):
+    """The fixture samples with its EMA shadow (model.ema: true): ema_swap deploys states[0], whose outputs the
+    testbed's own code recorded; on a model.ema: false copy it deploys the shadow. A run folder without a shadow
+    is refused before anything runs, with one line."""
+    states = torch.load(SHARED_TESTBED / "ckpts" / "ckpt.pth", map_location="cpu", weights_only=True)
+    ref = load_file(str(SHARED_TESTBED / "reference.safetensors"))
+    raw = _testbed_copy(tmp_path / "raw", ema=False)
+    cfg = _cfg(tmp_path, "attack=deploy", "attack.budgets=[0]", "attack.transforms=[none,ema_swap]",
+               f"unlearned.checkpoint={SHARED_TESTBED}", f"oracle.checkpoint={raw}", "references=[oracle]")
+    ctx = Context.from_cfg(cfg)
+    plans = deploy.plans(cfg, ctx)
+    assert [p.setting for p in plans] == ["none", "ema_swap"]
+    for folder, sampled, deployed in ((SHARED_TESTBED, states[-1], states[0]), (raw, states[0], states[-1])):
+        for plan, want in zip(plans, (sampled, deployed)):
+            (state,) = plan.states(ctx.load(folder, fp32=True), torch.Generator())
+            assert state.steps == 0
+            assert all(torch.equal(p, want[n]) for n, p in state.model.named_parameters()), (folder, plan.setting)
+    (state,) = plans[1].states(ctx.load(SHARED_TESTBED, fp32=True), torch.Generator())
+    with torch.inference_mode():
+        out = state.model(ref["x"], ref["t"], class_labels=ref["c"])
+    torch.testing.assert_close(out, ref["out_cond"], rtol=0, atol=1e-5)
+
+    bare = tmp_path / "bare"
+    (bare / "ckpts").mkdir(parents=True)
+    shutil.copy(raw / "config.yml", bare / "config.yml")
+    torch.save([states[0], {}, 1, 1], bare / "ckpts" / "ckpt.pth")
+    cfg = _cfg(tmp_path / "b", "attack=deploy", "attack.budgets=[0]", "attack.transforms=[ema_swap]",
+               f"unlearned.checkpoint={bare}")
+    with pytest.raises(UserError, match=r"ckpt.pth \(unlearned\) holds no EMA shadow beside its weights; drop "
+                                        r"ema_swap") as e:
+        deploy.plans(cfg, Context.from_cfg(cfg))
     assert "\n" not in str(e.value)
 
 

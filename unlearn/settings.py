@@ -231,7 +231,7 @@ SETTINGS: dict[str, object] = {
     "attack.shadow_fraction": Num(0, 1, lo_open=True, hi_open=True),
     "attack.fprs": Items(Num(0, 1, lo_open=True, hi_open=True)),
     "attack.strength": Items(Num(0, 1, lo_open=True)), "attack.guide": Choice(("classifier", "teacher")),
-    "attack.project": Bool(), "attack.transforms": Items(Choice(("none", "fp16", "bf16", "int8", "noise"))),
+    "attack.project": Bool(), "attack.transforms": Items(Choice(("none", "fp16", "bf16", "int8", "noise", "ema_swap"))),
     "attack.noise_std": Num(0, 10),
     # the adversary grid (configs/grid/, python -m evaluation.worst_case)
     "grid.name": NAME, "grid.budgets": Items(STEPS, increasing=True), "grid.eval.n": count(),

@@ -350,6 +350,11 @@ def read_testbed_states(path: Path) -> list:
     return list(states)
 
 
+def holds_shadow(states: list) -> bool:
+    """Whether the checkpoint's list ends with an EMA shadow beside the weights states[0]."""
+    return len(states) >= 2 and _is_weights(states[-1])
+
+
 def _is_weights(entry) -> bool:
     return isinstance(entry, dict) and bool(entry) and all(isinstance(v, torch.Tensor) for v in entry.values())
 
@@ -368,7 +373,7 @@ def testbed_weights(states: list, ema: bool, parameter_names: set[str]) -> dict[
     weights = _unwrap(states[0])
     if not ema:
         return weights
-    if len(states) < 2 or not _is_weights(states[-1]):
+    if not holds_shadow(states):
         raise UserError(f"config.yml says model.ema: true but {CKPT_FILE} holds no EMA shadow (its last entry is "
                         f"a {type(states[-1]).__name__}); set model.ema: false to load the raw weights states[0]")
     shadow = _unwrap(states[-1])
@@ -377,6 +382,19 @@ def testbed_weights(states: list, ema: bool, parameter_names: set[str]) -> dict[
         raise UserError(f"the EMA shadow in {CKPT_FILE} does not match the model of config.yml ({len(odd)} names "
                         f"differ, e.g. {odd[0]}); give the config.yml it was trained with")
     return {**weights, **shadow}
+
+
+def swapped_weights(folder: str | Path, parameter_names: set[str]) -> dict[str, torch.Tensor]:
+    """The parameters of the entry the testbed does not sample with: the raw weights states[0] when model.ema is
+    true, the EMA shadow when it is false (the ema_swap deployment transform: a user may deploy either)."""
+    folder = Path(folder)
+    config = read_testbed_config(folder)
+    states = read_testbed_states(folder / CKPT_FILE)
+    if not holds_shadow(states):
+        raise UserError(f"{folder / CKPT_FILE} holds no EMA shadow, so there is no other set of weights to deploy; "
+                        "drop ema_swap from attack.transforms for this model")
+    other = _unwrap(states[0]) if config.ema else testbed_weights(states, True, parameter_names)
+    return {n: other[n] for n in parameter_names}
 
 
 def _check_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
@@ -403,4 +421,5 @@ def load_testbed(folder: str | Path, device: str | torch.device = "cpu") -> tupl
     weights = testbed_weights(states, config.ema, {n for n, _ in model.named_parameters()})
     _check_weights(model, weights, folder / CKPT_FILE)
     model.load_state_dict(weights, strict=True)
+    model.testbed_folder = folder  # where the other entry lives (the ema_swap deployment transform reads it)
     return model.to(resolve_device(device) if isinstance(device, str) else device).eval(), config
