@@ -15,7 +15,7 @@ from evaluation.summary import attack_frame, aurc, format_ci, sampler_comparison
 from evaluation.tables import markdown
 
 ROOT = Path(__file__).resolve().parent.parent
-METHOD_ORDER = ["safemax", "safemax_forget_only", "salun", "sa", "ga", "rl"]
+METHOD_ORDER = ["safemax", "safemax_forget_only", "salun", "sa", "ga", "rl", "retrain"]  # retrain: the noise floor
 VALIDATION = "_validation"
 
 

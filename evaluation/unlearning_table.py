@@ -40,7 +40,7 @@ COLUMNS = {  # output column -> function of a record
                               + (r.get("unlearn") or {}).get("forward_nfe", 0)),
     "peak GiB": lambda r: (r.get("unlearn") or {}).get("peak_mem_gib") or float("nan"),  # CUDA only
 }
-ORDER = ["original", "oracle", "safemax", "safemax_forget_only", "salun", "rl", "sa", "ga"]
+ORDER = ["original", "oracle", "retrain", "safemax", "safemax_forget_only", "salun", "rl", "sa", "ga"]
 
 
 def _variant_names(recs: list[dict]) -> dict[tuple, str]:

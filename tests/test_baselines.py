@@ -169,3 +169,29 @@ def test_salun_target_is_the_current_model_not_a_frozen_copy():
     frozen = salun(_LabelEps(), _tiny_data(), generator=torch.Generator().manual_seed(0), target="frozen", **common)
     assert current.final_forget_loss == pytest.approx(1.0, abs=1e-5)
     assert abs(frozen.final_forget_loss - 1.0) > 1e-2
+
+
+def test_retrain_is_the_oracles_procedure_from_another_seed_per_study_seed(tmp_path):
+    """unlearned=retrain: trained from scratch without c_f like the oracle, from pretraining seed
+    pretrain_seed + 1 + seed (never the oracle's), each study seed its own model; it takes no args."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import TINY, compose_cfg
+    from unlearn.artifacts import provenance
+    from unlearn.errors import UserError
+    from unlearn.pipeline import Context, check_method_args
+
+    def folders(seed):
+        ctx = Context.from_cfg(compose_cfg("relearn", [*TINY, "unlearned=retrain", "data.forget_class=3",
+                                                      f"seed={seed}"], tmp_path))
+        return ctx.model_folder("unlearned"), ctx.model_folder("oracle")
+
+    (r0, oracle), (r1, oracle_again) = folders(0), folders(1)
+    assert oracle == oracle_again and len({r0, r1, oracle}) == 3
+    specs = [provenance(f)["spec"] for f in (oracle, r0, r1)]
+    assert [s["seed"] for s in specs] == [0, 1, 2] and all(s["exclude_class"] == 3 for s in specs)
+    assert {k: v for k, v in specs[0].items() if k != "seed"} == {k: v for k, v in specs[1].items() if k != "seed"}
+    weights = [load_file(str(f / "diffusion_pytorch_model.safetensors")) for f in (oracle, r0)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with pytest.raises(UserError, match="method 'retrain' takes no args"):
+        check_method_args("retrain", {"steps": 3})

@@ -14,7 +14,7 @@ from attacks import deploy, embedding, finetune, noise_opt, relearn
 from tests.conftest import compose_cfg, run_cli
 from unlearn import salun
 from unlearn.diffusion import VARIANCES
-from unlearn.methods import METHODS, REFERENCES
+from unlearn.methods import METHODS, REFERENCES, RETRAINED
 from unlearn.settings import SETTINGS, Bool, Choice, Items, Num, Text, problems
 
 ATTACK_ENTRIES = {"relearn": ["relearn", "relearn_lora"], "finetune": ["finetune"],
@@ -32,7 +32,7 @@ def _configs():
     for entry in ENTRIES:
         for attack in ATTACK_ENTRIES.get(entry, [None]):
             yield entry, [f"attack={attack}"] if attack else []
-    for method in [*METHODS, *REFERENCES]:
+    for method in [*METHODS, *REFERENCES, *RETRAINED]:
         yield "unlearn", [f"unlearned={method}"]
     for variant in VARIANTS:
         for entry in ("relearn", "classes", "pretrain"):

@@ -114,6 +114,27 @@ def test_the_grid_records_every_adversary_on_the_unlearned_model_and_the_oracle(
     assert len(probes) == 4  # w in {0, 4} x eta in {0, 1}, each scored as drawn (once)
 
 
+@pytest.mark.slow
+def test_the_grid_runs_on_a_retrain_against_the_oracle(smoke_records, tiny_root, tmp_path, monkeypatch):
+    """unlearned=retrain (a model retrained without c_f from another seed) is attacked as an unlearned model: its
+    envelope and ER over the oracle's come out of the records, the oracle's points shared with the study's."""
+    no_method = [o for o in TINY_GRID if o not in TINY_METHOD]  # retrain takes no args
+    paths = [f"paths.artifacts={tiny_root}/artifacts", f"paths.results={tmp_path}/results"]
+    (tmp_path / "results").mkdir()
+    path = tmp_path / "results" / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in smoke_records))
+    got = run_cli("evaluation.worst_case", [*no_method, "unlearned=retrain", *paths], tmp_path, monkeypatch)
+    assert got.returncode == 0, got.stderr
+    recs = read_records(path)
+    new = [r for r in recs if r["role"] == "unlearned" and r["method"] == "retrain"]
+    assert new and len(path.read_text().splitlines()) == len(smoke_records) + len(new)  # the oracle's not rerun
+    assert {r["method"] for r in recs if r["role"] == "unlearned"} == {"retrain", "safemax"}
+    oracle_keys = {r["key"] for r in smoke_records if r["role"] == "oracle"}
+    assert {r["key"] for r in recs if r["role"] == "oracle"} == oracle_keys  # the same oracle points, not rerun
+    env = envelope.envelopes(envelope.grid_frame(recs, "worst_case_smoke"))
+    assert set(env["model"]) == {"retrain", "safemax"} and env["er"].notna().all()
+
+
 def test_a_rerun_of_the_grid_records_nothing_new(smoke_records, tiny_root, tmp_path, monkeypatch):
     (tmp_path / "results").mkdir()
     path = tmp_path / "results" / "records.jsonl"

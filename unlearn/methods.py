@@ -24,3 +24,9 @@ METHODS = {
 # Not unlearning methods, but selectable wherever a method is: the base model itself and the
 # model retrained from scratch without the forgotten class.
 REFERENCES = ("original", "oracle")
+
+# Exact unlearning, realised again: a model retrained from scratch without the forgotten class, as the oracle is,
+# but from another pretraining seed (pretrain_seed + 1 + seed, so each study seed has its own). Attacked as an
+# unlearned model against the oracle, its ER is the instrument's noise floor: what a model that never saw c_f
+# shows above the oracle under the same attacks (REPORT Q4). It takes no args.
+RETRAINED = ("retrain",)

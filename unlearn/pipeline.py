@@ -21,7 +21,7 @@ from unlearn.data import Dataset, check_class, load_dataset
 from unlearn.diffusion import Schedule
 from unlearn.errors import UserError
 from unlearn.fast import Fast
-from unlearn.methods import METHODS, REFERENCES
+from unlearn.methods import METHODS, REFERENCES, RETRAINED
 from unlearn.methods_common import UnlearnData
 from unlearn.model import Arch, Timer, resolve_device, save_unet
 from unlearn.train import TrainRecipe, train_ddpm
@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 
 def check_method_args(name: str, args: dict) -> None:
     """Fail at start-up on an unknown method or a misspelled hyperparameter."""
-    if name in REFERENCES:
+    if name in (*REFERENCES, *RETRAINED):
         if args:
             raise UserError(f"method {name!r} takes no args, got {sorted(args)}")
         return
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; valid: {', '.join(sorted([*METHODS, *REFERENCES]))}")
+        raise UserError(f"unknown method {name!r}; valid: {', '.join(sorted([*METHODS, *REFERENCES, *RETRAINED]))}")
     params = inspect.signature(METHODS[name]).parameters
     valid = {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "generator"}
     unknown = sorted(set(args) - valid)
@@ -167,14 +167,14 @@ class Context:
         """The data part of every artifact key: the split settings and a content hash (not the path)."""
         return {**self.data_spec, "root": None, "fingerprint": self.ds.fingerprint}
 
-    def _ddpm(self, exclude_class: int | None) -> Path:
+    def _ddpm(self, exclude_class: int | None, seed: int | None = None) -> Path:
+        seed = self.pretrain_seed if seed is None else seed
         spec = {"data": self.data_key(), "arch": vars(self.arch), "recipe": vars(self.recipe),
-                "seed": self.pretrain_seed, "exclude_class": exclude_class,
+                "seed": seed, "exclude_class": exclude_class,
                 **self.fast_key(training=True)}
 
         def build(folder: Path) -> dict:
-            model, stats = train_ddpm(self.ds, self.arch, self.recipe, self.pretrain_seed, self.device, exclude_class,
-                                      self.fast)
+            model, stats = train_ddpm(self.ds, self.arch, self.recipe, seed, self.device, exclude_class, self.fast)
             check_finite(model, [stats["final_loss"]], "pretraining", "model.train.lr")
             save_unet(model, folder)
             return {"train": stats, "device": str(self.device)}
@@ -199,6 +199,8 @@ class Context:
             return self.base()
         if name == "oracle":
             return self.oracle()
+        if name in RETRAINED:  # the oracle's procedure from another seed (unlearn/methods.py)
+            return self._ddpm(self.forget_class, seed=self.pretrain_seed + 1 + self.seed)
         base = self.base()
         # "method": the function's name, so a variant (safemax_forget_only) keys by the function it runs
         spec = {"base": self.provenance(base)["key"], "method": METHODS[name].__name__, "args": full_args(name, args),
