@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_module
 
 from evaluation import worst_case  # the entry configs (Hydra ConfigStore) and the runner
 from evaluation.envelope import envelopes, grid_frame
-from evaluation.metrics import wilson_ci
+from evaluation.metrics import Z95, wilson_ci
 from evaluation.records import add_source_arguments, read_all, read_source, source_of
 from evaluation.summary import bootstrap_ci
 from unlearn.errors import ArgParser, UserError, finite
@@ -37,10 +37,10 @@ from unlearn.settings import problems
 BOUNDS = ("lower", "point", "upper")
 
 
-def newcombe(p1: float, n1: int, p2: float, n2: int) -> tuple[float, float]:
-    """95% interval of p1 - p2 from the two Wilson intervals (Newcombe 1998, method 10)."""
-    l1, u1 = wilson_ci(round(p1 * n1), n1)
-    l2, u2 = wilson_ci(round(p2 * n2), n2)
+def newcombe(p1: float, n1: int, p2: float, n2: int, z: float = Z95) -> tuple[float, float]:
+    """95% interval (z: another level) of p1 - p2 from the two Wilson intervals (Newcombe 1998, method 10)."""
+    l1, u1 = wilson_ci(round(p1 * n1), n1, z)
+    l2, u2 = wilson_ci(round(p2 * n2), n2, z)
     d = p1 - p2
     return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
