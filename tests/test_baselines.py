@@ -195,3 +195,5 @@ def test_retrain_is_the_oracles_procedure_from_another_seed_per_study_seed(tmp_p
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     with pytest.raises(UserError, match="method 'retrain' takes no args"):
         check_method_args("retrain", {"steps": 3})
+    with pytest.raises(UserError, match="unlearned=retrain retrains the toolkit's oracle from another seed"):
+        Context.from_cfg(compose_cfg("relearn", [*TINY, "unlearned=retrain", f"oracle.checkpoint={oracle}"], tmp_path))

@@ -439,6 +439,8 @@ def test_a_model_that_never_saw_the_class_cannot_beat_the_oracle_by_more_than_no
     fails for SAFEMax relearned 30 steps (the relearning family)."""
     differ = _untouched_differ(digits_grid, "retrain")
     assert any(c == 8 for c, _ in differ), differ  # the finding: realisations differ beyond binomial noise
+    units = set(zip(*(digits_grid.loc[digits_grid["model"] == "retrain", k] for k in envelope.UNIT)))
+    assert len(units - differ) >= 3, (units, differ)  # the property is asserted on at least 3 units
     bad = _beats_the_oracle(digits_grid, "retrain", NEW_ATTACKS)
     bad = bad[[(c, s) not in differ for c, s in zip(bad["forget_class"], bad["seed"])]]
     assert bad.empty, bad.to_string()

@@ -95,6 +95,10 @@ class Context:
                             f"give your own {method['name']} model as {method['name']}.checkpoint=<folder>, or attack "
                             "your unlearned model with unlearned=<method> unlearned.checkpoint=<folder>")
         given = {"unlearned": ckpt, **{r: (cfg.get(r) or {}).get("checkpoint") for r in REFERENCES}}
+        if method["name"] in RETRAINED and any(given.values()):
+            raise UserError(f"unlearned={method['name']} retrains the toolkit's oracle from another seed, so it "
+                            "takes no checkpoint; drop the *.checkpoint overrides, or attack your own retrained "
+                            "model as unlearned=<method> unlearned.checkpoint=<folder>")
         ctx = cls(
             data_spec={"name": d.name, "root": d.get("root"), "test_fraction": d.test_fraction,
                        "split_seed": d.split_seed, "max_images": d.get("max_images")},
