@@ -26,6 +26,7 @@ relearn.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -36,7 +37,7 @@ from attacks.relearn import relearn
 from unlearn.checkpoints import checkpoint_kind
 from unlearn.errors import UserError
 from unlearn.pipeline import Context
-from unlearn.testbed import CKPT_FILE, holds_shadow, read_testbed_states, swapped_weights
+from unlearn.testbed import CKPT_FILE, swapped_weights
 
 # budget 0 is the released model only for the identity transform
 TRAITS = Traits(untouched_at_zero=lambda params: params.get("transform") == "none")
@@ -67,15 +68,21 @@ def add_weight_noise(model: nn.Module, std: float, generator: torch.Generator) -
 
 
 @torch.no_grad()
-def swap_ema(model: nn.Module) -> None:
-    """Replace the parameters by the checkpoint's other entry (unlearn.testbed.swapped_weights)."""
+def swap_ema(model: nn.Module, others: dict[Path, dict[str, torch.Tensor]] | None = None) -> None:
+    """Replace the parameters by the checkpoint's other entry (unlearn.testbed.swapped_weights), taken from
+    `others` (keyed by resolved run folder, read once by check_ema_swap) or else read from the folder now."""
     module = getattr(model, "_orig_mod", model)  # a compiled model shares its parameters with the plain one
     folder = getattr(module, "testbed_folder", None)
     if folder is None:
         raise UserError("ema_swap needs a checkpoint holding both EMA and raw weights (a testbed run folder); "
                         "this model holds one set: drop ema_swap from attack.transforms")
+    folder = Path(folder).resolve()
+    weights = others[folder] if others and folder in others else swapped_weights(folder)
     params = dict(module.named_parameters())
-    for name, w in swapped_weights(folder, set(params)).items():
+    if set(weights) != set(params):
+        raise UserError(f"{folder / CKPT_FILE}: its other entry does not name the model's parameters; give the "
+                        "config.yml it was trained with")
+    for name, w in weights.items():
         params[name].copy_(w)
 
 
@@ -89,27 +96,33 @@ TRANSFORMS: dict[str, Callable[[nn.Module, float, torch.Generator], None]] = {
 }
 
 
-def check_ema_swap(cfg: DictConfig, ctx: Context) -> None:
-    """ema_swap is refused, before anything runs, unless every model of the job is a testbed checkpoint that
-    holds both sets of weights (the toolkit's own checkpoints, and the models it builds, hold the EMA ones only)."""
-    roles = ["unlearned", *(r for r in cfg.get("references") or [] if r not in ctx.missing)]
-    for role in roles:
+def check_ema_swap(cfg: DictConfig, ctx: Context) -> dict[Path, dict[str, torch.Tensor]]:
+    """ema_swap is refused, before anything runs, unless every model the job scores (harness.roles) is a testbed
+    checkpoint that holds both sets of weights (the toolkit's own checkpoints, and the models it builds, hold the
+    EMA ones only). Returns each one's other weights, read here once, keyed by resolved run folder."""
+    others = {}
+    for role in ctx.roles(cfg.get("references") or []):
         folder = ctx.checkpoints.get(role)
         if folder is None or checkpoint_kind(folder) != "testbed":
             raise UserError(f"attack.transforms has ema_swap, but the {role} model is a toolkit checkpoint, which "
                             "holds the EMA weights only; drop ema_swap, or attack testbed run folders holding both "
                             f"({role}.checkpoint=<folder>)")
-        states = read_testbed_states(folder / CKPT_FILE)
-        if not holds_shadow(states):
-            raise UserError(f"attack.transforms has ema_swap, but {folder / CKPT_FILE} ({role}) holds no EMA "
-                            "shadow beside its weights; drop ema_swap from attack.transforms")
+        try:
+            others[Path(folder).resolve()] = swapped_weights(folder)
+        except UserError as e:
+            raise UserError(f"attack.transforms has ema_swap, but the {role} model cannot take it: {e}") from None
+    return others
 
 
 def deploy(model, images: torch.Tensor, generator: torch.Generator, *, transform: str, noise_std: float,
-           forget_class: int, schedule, budgets: list[int], lr: float, batch_size: int) -> Iterator[AttackState]:
+           forget_class: int, schedule, budgets: list[int], lr: float, batch_size: int,
+           others: dict[Path, dict[str, torch.Tensor]] | None = None) -> Iterator[AttackState]:
     """Transform the weights in place; yield the transformed model at budget 0 and, for budgets > 0, its state
-    after relearning on `images` (label forget_class)."""
-    TRANSFORMS[transform](model, noise_std, generator)
+    after relearning on `images` (label forget_class). `others`: ema_swap's weights, read once (check_ema_swap)."""
+    if transform == "ema_swap":
+        swap_ema(model, others)
+    else:
+        TRANSFORMS[transform](model, noise_std, generator)
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise UserError(f"the {transform} transform made the weights non-finite (a weight beyond the format's range); "
                         f"drop {transform} from attack.transforms for this model")
@@ -123,8 +136,7 @@ def deploy(model, images: torch.Tensor, generator: torch.Generator, *, transform
 def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
     """One plan per transform; its recorded settings are the transform's own (noise_std only for noise)."""
     a = cfg.attack
-    if "ema_swap" in a.transforms:
-        check_ema_swap(cfg, ctx)
+    others = check_ema_swap(cfg, ctx) if "ema_swap" in a.transforms else {}
     budgets = [int(b) for b in a.budgets]
     pool = ctx.ds.attacker_pool(ctx.forget_class)
     k = check_k(a.k, pool, ctx.forget_class)
@@ -133,7 +145,7 @@ def plans(cfg: DictConfig, ctx: Context) -> list[Plan]:
     def states(transform: str):
         def run(model, gen):
             images = pool[torch.randperm(len(pool), generator=gen)[:k]]
-            return deploy(model, images, gen, transform=transform, noise_std=float(a.noise_std),
+            return deploy(model, images, gen, transform=transform, noise_std=float(a.noise_std), others=others,
                           forget_class=ctx.forget_class, schedule=ctx.schedule, budgets=budgets, lr=float(a.lr),
                           batch_size=int(a.batch_size))
         return run

@@ -39,7 +39,6 @@ from evaluation.schema import AttackPoint, AuditPoint
 from unlearn.artifacts import artifact, key_of
 from unlearn.fast import fp32_math
 from unlearn.io import atomic_write
-from unlearn.methods import REFERENCES
 from unlearn.model import Timer, device_name
 from unlearn.pipeline import Context, check_finite
 from unlearn.sampling import SamplerSpec
@@ -139,7 +138,7 @@ class AttackJob:
                        or float(attacker_eta) == ev.eta) else [ev, ev.with_(eta=float(attacker_eta))]
         n, per_class = int(cfg.eval.n), int(cfg.eval.get("n_retained_per_class", 0))
         budgets = [int(b) for b in params["budgets"]]
-        job_roles = roles(cfg, ctx)
+        job_roles = ctx.roles(cfg.references)
         inception = cfg.eval.get("inception_weights")
         if inception:
             safe_inception(inception)  # refused now if it is not a plain state dict
@@ -244,14 +243,6 @@ def _budget(state: AttackState, unlearn_sg: int | None) -> dict:
             "wall_s": round(state.wall_s, 3), "device_s": round(state.device_s, 3)}
 
 
-def roles(cfg: DictConfig, ctx: Context) -> list[str]:
-    """The unlearned model, then the references (those the context cannot have, `ctx.missing`, left out: it said
-    so once). Attacking a reference itself (unlearned=original / oracle): it is run once, under its own role."""
-    return list(dict.fromkeys([*([] if ctx.method_name in REFERENCES else ["unlearned"]),
-                               *(r for r in cfg.references if r not in ctx.missing),
-                               *([ctx.method_name] if ctx.method_name in REFERENCES else [])]))
-
-
 def output_dir(cfg: DictConfig, plan: Plan, ev: SamplerSpec | None = None) -> Path:
     """The folder of a plan's figures and sample strips: under the run folder, named by the setting (and the
     scoring sampler `ev`, by default the evaluation's, when it is not the default: an attacker's sampler never
@@ -274,7 +265,7 @@ def run_audit(cfg: DictConfig, audit: Audit, ctx: Context | None = None) -> list
     only the missing scores are appended. Audits always run in fp32 (no bf16 / TF32, whatever `fast` says):
     their keys carry no fast tag."""
     ctx = ctx or Context.from_cfg(cfg)
-    audit_roles = roles(cfg, ctx)
+    audit_roles = ctx.roles(cfg.references)
     records_path, overwrite = Path(cfg.paths.results) / "records.jsonl", bool(cfg.get("overwrite"))
     params = OmegaConf.to_container(cfg.attack, resolve=True)
     # "scores": 2 is the version of the score definitions (2: SecMI as published): older audits are recomputed

@@ -220,7 +220,7 @@ def test_models_of_two_schedules_are_not_compared(tmp_path):
 
 
 @needs_fixture
-def test_ema_swap_deploys_the_weights_the_testbed_does_not_sample_with(tmp_path):
+def test_ema_swap_deploys_the_weights_the_testbed_does_not_sample_with(tmp_path, monkeypatch):
     """The fixture samples with its EMA shadow (model.ema: true): ema_swap deploys states[0], whose outputs the
     testbed's own code recorded; on a model.ema: false copy it deploys the shadow. A run folder without a shadow
     is refused before anything runs, with one line."""
@@ -230,8 +230,12 @@ def test_ema_swap_deploys_the_weights_the_testbed_does_not_sample_with(tmp_path)
     cfg = _cfg(tmp_path, "attack=deploy", "attack.budgets=[0]", "attack.transforms=[none,ema_swap]",
                f"unlearned.checkpoint={SHARED_TESTBED}", f"oracle.checkpoint={raw}", "references=[oracle]")
     ctx = Context.from_cfg(cfg)
+    reads = []
+    swapped = deploy.swapped_weights
+    monkeypatch.setattr(deploy, "swapped_weights", lambda folder: reads.append(folder) or swapped(folder))
     plans = deploy.plans(cfg, ctx)
     assert [p.setting for p in plans] == ["none", "ema_swap"]
+    assert sorted(map(str, reads)) == sorted(map(str, (SHARED_TESTBED, raw)))  # each read once, at plan time
     for folder, sampled, deployed in ((SHARED_TESTBED, states[-1], states[0]), (raw, states[0], states[-1])):
         for plan, want in zip(plans, (sampled, deployed)):
             (state,) = plan.states(ctx.load(folder, fp32=True), torch.Generator())
@@ -241,6 +245,15 @@ def test_ema_swap_deploys_the_weights_the_testbed_does_not_sample_with(tmp_path)
     with torch.inference_mode():
         out = state.model(ref["x"], ref["t"], class_labels=ref["c"])
     torch.testing.assert_close(out, ref["out_cond"], rtol=0, atol=1e-5)
+    assert len(reads) == 2  # the plans ran on the weights read at plan time
+
+    # attacking the user's oracle itself: the one role the job scores is "oracle", and it holds both entries
+    cfg = _cfg(tmp_path / "o", "attack=deploy", "attack.budgets=[0]", "attack.transforms=[ema_swap]",
+               "unlearned=oracle", f"oracle.checkpoint={raw}")
+    ctx = Context.from_cfg(cfg)
+    assert ctx.roles(cfg.references) == ["oracle"]
+    (state,) = deploy.plans(cfg, ctx)[0].states(ctx.load(raw, fp32=True), torch.Generator())
+    assert all(torch.equal(p, states[-1][n]) for n, p in state.model.named_parameters())
 
     bare = tmp_path / "bare"
     (bare / "ckpts").mkdir(parents=True)
@@ -248,8 +261,8 @@ def test_ema_swap_deploys_the_weights_the_testbed_does_not_sample_with(tmp_path)
     torch.save([states[0], {}, 1, 1], bare / "ckpts" / "ckpt.pth")
     cfg = _cfg(tmp_path / "b", "attack=deploy", "attack.budgets=[0]", "attack.transforms=[ema_swap]",
                f"unlearned.checkpoint={bare}")
-    with pytest.raises(UserError, match=r"ckpt.pth \(unlearned\) holds no EMA shadow beside its weights; drop "
-                                        r"ema_swap") as e:
+    with pytest.raises(UserError, match=r"ema_swap, but the unlearned model cannot take it: .*ckpt.pth holds no EMA "
+                                        r"shadow beside its weights, .*; drop ema_swap") as e:
         deploy.plans(cfg, Context.from_cfg(cfg))
     assert "\n" not in str(e.value)
 

@@ -403,15 +403,19 @@ def _beats_the_oracle(grid: pd.DataFrame, model: str, families: tuple[str, ...])
     df = df[(df["attack"] != "deploy") | (df["steps"] == 0)]  # deployment itself (then relearning: not new)
     budgets = envelope.grid_budgets(grid)
 
-    def family_envelopes(m: str) -> pd.DataFrame:
+    def family_envelopes(m: str, shared: pd.DataFrame) -> pd.DataFrame:
         rows = [{"attack": a, "forget_class": c, "seed": s, "steps": r["steps"], "ra": r["env_ra"],
                  "n": int(g["n"].min())}
-                for (a, c, s), g in df[df["model"] == m].groupby(["attack", *envelope.UNIT])
+                for (a, c, s), g in df[df["model"] == m].merge(shared).groupby(["attack", *envelope.UNIT])
                 for r in envelope._one_envelope(g, budgets)]
         return pd.DataFrame(rows, columns=["attack", *envelope.UNIT, "steps", "ra", "n"])
 
-    both = family_envelopes(model).merge(family_envelopes("oracle"), on=["attack", *envelope.UNIT, "steps"],
-                                         suffixes=("", "_oracle")).dropna()
+    # both envelopes over the (adversary, budget) points both models hold in a unit, as envelope.envelopes takes them
+    point = ["attack", "adv", *envelope.UNIT, "steps"]
+    shared = df.loc[df["model"] == model, point].merge(df.loc[df["model"] == "oracle", point]).drop_duplicates()
+    both = family_envelopes(model, shared).merge(family_envelopes("oracle", shared),
+                                                 on=["attack", *envelope.UNIT, "steps"], suffixes=("", "_oracle"))
+    both = both.dropna()
     assert len(both.groupby(envelope.UNIT)) >= 3 and set(both["attack"]) == set(families), both
     z = NormalDist().inv_cdf(1 - 0.05 / len(both))  # one-sided: beating, not falling short
     both["lo"] = [gate.newcombe(r.ra, r.n, r.ra_oracle, r.n_oracle, z)[0] for r in both.itertuples()]
@@ -436,7 +440,8 @@ def test_a_model_that_never_saw_the_class_cannot_beat_the_oracle_by_more_than_no
     makes the retrain beat the oracle by more than the Newcombe interval of the two points (Bonferroni), at any
     budget. They do not always agree untouched: the class-8 retrain draws 8s for label 8 far more often than the
     oracle does before any attack (REPORT Q4, the noise floor: the oracle is one realisation). The same test
-    fails for SAFEMax relearned 30 steps (the relearning family)."""
+    fails on every one of these families for Selective Amnesia (which at this scale never forgets), and for
+    SAFEMax relearned 30 steps (the relearning family)."""
     differ = _untouched_differ(digits_grid, "retrain")
     assert any(c == 8 for c, _ in differ), differ  # the finding: realisations differ beyond binomial noise
     units = set(zip(*(digits_grid.loc[digits_grid["model"] == "retrain", k] for k in envelope.UNIT)))
@@ -444,4 +449,6 @@ def test_a_model_that_never_saw_the_class_cannot_beat_the_oracle_by_more_than_no
     bad = _beats_the_oracle(digits_grid, "retrain", NEW_ATTACKS)
     bad = bad[[(c, s) not in differ for c, s in zip(bad["forget_class"], bad["seed"])]]
     assert bad.empty, bad.to_string()
-    assert (_beats_the_oracle(digits_grid, "safemax", ("relearn",))["steps"] == 30).any()  # the test can fail
+    # the test can fail: on these families for a model that never forgot (SA at this scale), and on relearning
+    assert set(_beats_the_oracle(digits_grid, "sa", NEW_ATTACKS)["attack"]) == set(NEW_ATTACKS)
+    assert (_beats_the_oracle(digits_grid, "safemax", ("relearn",))["steps"] == 30).any()

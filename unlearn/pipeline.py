@@ -262,6 +262,14 @@ class Context:
         tag = self.fast.tag(self.device, training)
         return {"fast": tag} if tag else {}
 
+    def roles(self, references) -> list[str]:
+        """The roles a job scores: the unlearned model, then the references (those the context cannot have,
+        `missing`, left out: it said so once). Attacking a reference itself (unlearned=original / oracle): it is
+        run once, under its own role."""
+        own = [self.method_name] if self.method_name in REFERENCES else []
+        return list(dict.fromkeys([*([] if own else ["unlearned"]),
+                                   *(r for r in references if r not in self.missing), *own]))
+
     def model_folder(self, role: str) -> Path:
         """role: 'unlearned' (the configured method), or a reference: 'original' / 'oracle'."""
         if role in self.missing:

@@ -384,17 +384,23 @@ def testbed_weights(states: list, ema: bool, parameter_names: set[str]) -> dict[
     return {**weights, **shadow}
 
 
-def swapped_weights(folder: str | Path, parameter_names: set[str]) -> dict[str, torch.Tensor]:
+def swapped_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     """The parameters of the entry the testbed does not sample with: the raw weights states[0] when model.ema is
-    true, the EMA shadow when it is false (the ema_swap deployment transform: a user may deploy either)."""
-    folder = Path(folder)
+    true, the EMA shadow when it is false (the ema_swap deployment transform: a user may deploy either).
+    Keyed by parameter name, as the shadow is (it holds every parameter and no buffers)."""
+    folder = Path(folder).expanduser()
     config = read_testbed_config(folder)
     states = read_testbed_states(folder / CKPT_FILE)
     if not holds_shadow(states):
-        raise UserError(f"{folder / CKPT_FILE} holds no EMA shadow, so there is no other set of weights to deploy; "
-                        "drop ema_swap from attack.transforms for this model")
-    other = _unwrap(states[0]) if config.ema else testbed_weights(states, True, parameter_names)
-    return {n: other[n] for n in parameter_names}
+        raise UserError(f"{folder / CKPT_FILE} holds no EMA shadow beside its weights, so there is no other set of "
+                        "weights to deploy; drop ema_swap from attack.transforms")
+    shadow = _unwrap(states[-1])
+    other = _unwrap(states[0]) if config.ema else shadow
+    missing = sorted(set(shadow) - set(other))
+    if missing:
+        raise UserError(f"{folder / CKPT_FILE}: the EMA shadow names {missing[0]}, which its weights states[0] lack; "
+                        "give the checkpoint as the testbed saved it")
+    return {n: other[n] for n in shadow}
 
 
 def _check_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
