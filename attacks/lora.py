@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DEFAULT_TARGETS = ("conv1", "conv2", "time_emb_proj", "to_q", "to_k", "to_v", "to_out.0")
+DEFAULT_TARGETS = ("conv1", "conv2", "time_emb_proj", "to_q", "to_k", "to_v", "to_out.0")  # diffusers' UNet2DModel
+# a model class names its own (unlearn/testbed.py: the testbed's ResnetBlock and 1x1-conv attention)
+TARGETS_ATTR = "lora_targets"
 
 
 class LoRA(nn.Module):
@@ -38,13 +40,16 @@ class LoRA(nn.Module):
         return self.base(x) + self.scale * self.up(self.down(x))
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS,
+def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: tuple[str, ...] | None = None,
              generator: torch.Generator | None = None) -> list[nn.Parameter]:
     """Wrap every targeted Linear / Conv2d in `model` (in place); freeze the rest; return the adapters'
-    parameters. The down-projections are drawn from `generator` (CPU), so every role gets the same
+    parameters. targets: the model's own `lora_targets` when it names them, else DEFAULT_TARGETS. The down-projections are drawn
+    from `generator` (CPU), so every role gets the same
     adapters for a seed and a resumed run replays the same attack."""
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    if targets is None:
+        targets = tuple(getattr(getattr(model, "_orig_mod", model), TARGETS_ATTR, DEFAULT_TARGETS))
     model.requires_grad_(False)
     wrapped = []
     for name, module in list(model.named_modules()):

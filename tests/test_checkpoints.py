@@ -300,3 +300,67 @@ def test_relearn_attacks_a_testbed_checkpoint_and_the_users_references(tmp_path,
     for b in (0, 1):  # the oracle holds the unlearned model's weights: the same samples, the same numbers
         assert by_role["oracle", b]["mean_p"] == by_role["unlearned", b]["mean_p"], b
     assert "excess_over_oracle" in res.stdout
+
+
+# A testbed config the fixture is not (digits-shaped: 8x8, one channel, one level with attention), small enough to
+# run every attack on: the toolkit must take any config the testbed accepts, not only the fixture's
+DIGITS_TESTBED = {
+    "data": {"image_size": 8, "channels": 1, "n_classes": 10},
+    "model": {"type": "simple", "in_channels": 1, "out_ch": 1, "ch": 128, "ch_mult": [1], "num_res_blocks": 1,
+              "attn_resolutions": [8], "dropout": 0.0, "var_type": "fixedlarge", "ema_rate": 0.9999, "ema": True,
+              "resamp_with_conv": True, "cond_drop_prob": 0.1},
+    "diffusion": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "num_diffusion_timesteps": 1000},
+}
+
+
+def _digits_testbed(folder: Path, seed: int) -> Path:
+    """A run folder in the testbed's layout, random weights from `seed`, its EMA shadow the weights + 0.001."""
+    from unlearn.testbed import CKPT_FILE, CONFIG_FILE, TestbedConfig
+
+    (folder / "ckpts").mkdir(parents=True)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(DIGITS_TESTBED))
+    torch.manual_seed(seed)
+    model = TestbedUNet(TestbedConfig.from_dict(DIGITS_TESTBED))
+    shadow = {n: p.detach() + 0.001 for n, p in model.named_parameters()}
+    torch.save([model.state_dict(), {}, 1, 1, shadow], folder / CKPT_FILE)
+    return folder
+
+
+def test_lora_adapts_the_testbeds_convs_projections_and_attention():
+    from attacks.lora import LoRA, add_lora
+    from unlearn.testbed import TestbedConfig
+
+    model = TestbedUNet(TestbedConfig.from_dict(DIGITS_TESTBED))
+    add_lora(model, 2)
+    wrapped = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoRA)}
+    assert wrapped == {"conv1", "conv2", "temb_cemb_proj", "q", "k", "v", "proj_out"}
+
+
+@pytest.mark.slow  # about 2 minutes on 2 CPU cores
+def test_every_attack_runs_on_a_users_testbed_trio(tmp_path, monkeypatch):
+    """unlearned.checkpoint / original.checkpoint / oracle.checkpoint, each a testbed run folder of a config other
+    than the fixture's, through every attack family: the smoke grid (relearning, embedding inversion, sampler probes,
+    partial diffusion, deployment, noise optimisation with the original as teacher), fine-tuning, LoRA relearning
+    and the membership-inference audit. Each records its points for all three roles; nothing is trained."""
+    trio = {role: _digits_testbed(tmp_path / role, seed) for seed, role in enumerate(("unlearned", "original", "oracle"))}
+    common = ["unlearned=safemax", *(f"{r}.checkpoint={f}" for r, f in trio.items()), "sampler.steps=2",
+              "judge.recipe.epochs=1", "threads=2"]
+    tiny = ["eval.n=8", "eval.n_retained_per_class=1", "attack.budgets=[0,2]"]
+    runs = [("evaluation.worst_case", ["grid=smoke", "grid.eval.n=8", "grid.budgets=[0,2]",
+                                       "grid.eval.n_retained_per_class=1"]),
+            ("attacks.finetune", tiny), ("attacks.relearn", ["attack=relearn_lora", "attack.k=4", *tiny]),
+            ("attacks.mia", ["attack.draws=1", "eval.n=8", "eval.n_retained_per_class=1"])]
+    for entry, args in runs:
+        res = run_cli(entry, [*common, *args], tmp_path, monkeypatch, tmp_path)
+        assert res.returncode == 0, (entry, res.stderr[-3000:])
+    recs = [json.loads(line) for line in (tmp_path / "results" / "records.jsonl").read_text().splitlines()]
+    families = {"relearn", "embedding", "sampler", "partial", "deploy", "noise_opt", "finetune", "mia"}
+    audits = [r for r in recs if r["kind"] == "mia"]
+    assert {r["role"] for r in audits} == {"unlearned", "original", "oracle"}, audits
+    assert {r["attack"] for r in recs if r["kind"] == "attack"} | {"mia"} == families
+    with_original = {"relearn", "partial", "deploy", "finetune"}  # the grid's ceiling and controls; finetune's default
+    for family in families - {"mia"}:
+        roles = {r["role"] for r in recs if r.get("attack") == family}
+        assert roles == {"unlearned", "oracle"} | ({"original"} if family in with_original else set()), (family, roles)
+    assert all(r["method"].startswith("safemax@ext-") for r in recs if r["role"] == "unlearned")
+    assert not (tmp_path / "artifacts" / "base").exists()  # the user's models are attacked, none trained

@@ -223,6 +223,9 @@ class TestbedUNet(nn.Module):
     pass (cond_drop_prob = 1); either then goes through the class MLP `cemb`, as in the reference."""
 
     __test__ = False  # its name starts with "Test": not a pytest class
+    # the layers the LoRA relearning attack adapts (attacks/lora.py): the ResnetBlocks' convs and their time+class
+    # projection, and the attention's 1x1-conv q, k, v and output
+    lora_targets = ("conv1", "conv2", "temb_cemb_proj", "q", "k", "v", "proj_out")
 
     def __init__(self, config: TestbedConfig):
         super().__init__()
