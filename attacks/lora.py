@@ -43,9 +43,9 @@ class LoRA(nn.Module):
 def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: tuple[str, ...] | None = None,
              generator: torch.Generator | None = None) -> list[nn.Parameter]:
     """Wrap every targeted Linear / Conv2d in `model` (in place); freeze the rest; return the adapters'
-    parameters. targets: the model's own `lora_targets` when it names them, else DEFAULT_TARGETS. The down-projections are drawn
-    from `generator` (CPU), so every role gets the same
-    adapters for a seed and a resumed run replays the same attack."""
+    parameters. targets: the model's own `lora_targets` when it names them, else DEFAULT_TARGETS. The
+    down-projections are drawn from `generator` (CPU), so every role gets the same adapters for a seed and a
+    resumed run replays the same attack."""
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     if targets is None:

@@ -342,7 +342,8 @@ def test_every_attack_runs_on_a_users_testbed_trio(tmp_path, monkeypatch):
     than the fixture's, through every attack family: the smoke grid (relearning, embedding inversion, sampler probes,
     partial diffusion, deployment, noise optimisation with the original as teacher), fine-tuning, LoRA relearning
     and the membership-inference audit. Each records its points for all three roles; nothing is trained."""
-    trio = {role: _digits_testbed(tmp_path / role, seed) for seed, role in enumerate(("unlearned", "original", "oracle"))}
+    roles = ("unlearned", "original", "oracle")
+    trio = {role: _digits_testbed(tmp_path / role, seed) for seed, role in enumerate(roles)}
     common = ["unlearned=safemax", *(f"{r}.checkpoint={f}" for r, f in trio.items()), "sampler.steps=2",
               "judge.recipe.epochs=1", "threads=2"]
     tiny = ["eval.n=8", "eval.n_retained_per_class=1", "attack.budgets=[0,2]"]

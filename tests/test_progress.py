@@ -68,3 +68,27 @@ def test_the_roc_corners_a_record_keeps(tmp_path):
     assert (tmp_path / "roc.png").stat().st_size > 10_000
     assert not plot_roc([{k: v for k, v in rec.items() if not k.startswith("roc")}], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("value, shown", [("1", True), ("0", False)])
+def test_the_switch_turns_the_mia_fisher_and_fid_bars_on_and_off(value, shown, monkeypatch, capsys):
+    """The other long stages obey the same switch: MIA scoring and SA's Fisher draw tqdm bars; FID hands the switch
+    to torch-fidelity's own progress (verbose) when the sets are large enough (1000+ images) to take a while."""
+    from evaluation import fid
+    from unlearn.sa import fisher_diagonal
+
+    monkeypatch.setenv(progress.SWITCH, value)
+    torch.manual_seed(0)
+    model, schedule = build_unet(TINY_ARCH, (1, 8, 8), 10), Schedule.linear(1000)
+    x = torch.zeros(2, 1, 8, 8)
+    mia.mia_scores(model.eval(), schedule, x, 0, ts=(50,), draws=1)
+    fisher_diagonal(model, x, torch.zeros(2, dtype=torch.long), schedule, torch.Generator().manual_seed(0))
+    err = capsys.readouterr().err
+    assert ("mia 2 images" in err) is shown and ("sa fisher" in err) is shown, err
+
+    seen = []
+    monkeypatch.setattr(fid.torch_fidelity, "calculate_metrics", lambda **kw: seen.append(kw["verbose"]) or {
+        fid.FID: 1.0, fid.KID: 0.0, fid.KID_STD: 0.0})
+    for n in (600, 10):  # 1200 images, then 20
+        fid.distances(torch.zeros(n, 1, 8, 8), torch.zeros(n, 1, 8, 8), ROOT)
+    assert seen == [shown, False]
