@@ -167,3 +167,38 @@ def test_bad_folders_are_one_line_errors(tmp_path, states):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match=r"config.yml does not exist"):
         load_testbed(tmp_path / "nowhere")
+
+
+# Configs the testbed accepts beyond the fixture's: (image size, channels, ch_mult, num_res_blocks, attn_resolutions,
+# model.type, resamp_with_conv) -> (parameters, state-dict entries, sha256[:16] of the sorted "key shape" lines),
+# as the reference's own Conditional_Model (OPTML-Group/Unlearn-Saliency DDPM/models/diffusion.py) gives them: it was
+# run on the side for these numbers (2026-12-07); only the numbers are here
+REFERENCE_LAYOUTS = {
+    (32, 3, (1, 2, 2, 2), 2, (16,), "simple", True): (38632323, 334, "493563285bdd17f1"),  # its CIFAR-10 config
+    (28, 1, (1, 2, 2), 1, (14, 7), "simple", True): (20076289, 218, "a9317415f36d511f"),
+    (8, 1, (1,), 1, (8,), "simple", True): (3422337, 110, "1711a4af62338eed"),
+    (64, 3, (1, 1, 2, 2, 4), 1, (16,), "bayesian", False): (47214315, 251, "072bd1932e7779b1"),  # STL-size, logvar
+}
+
+
+@pytest.mark.parametrize("layout", list(REFERENCE_LAYOUTS), ids=lambda k: f"{k[0]}px-{len(k[2])}levels-{k[5]}")
+def test_any_testbed_config_gives_the_references_state_dict(layout):
+    """Key for key and shape for shape the model the reference code builds from the same config (so its checkpoints
+    load with strict=True), for levels, multipliers, res blocks, attention resolutions, sizes and channels other
+    than the fixture's; the small ones also run a forward pass of the data's shape."""
+    import hashlib
+
+    size, chans, mult, blocks, attn, kind, conv = layout
+    config = _with("model", in_channels=chans, out_ch=chans, ch_mult=list(mult), num_res_blocks=blocks,
+                   attn_resolutions=list(attn), type=kind, resamp_with_conv=conv)
+    config["data"].update(image_size=size, channels=chans)
+    model = tb.TestbedUNet(TestbedConfig.from_dict(config))
+    sd = model.state_dict()
+    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sorted(sd.items()))
+    got = (sum(p.numel() for p in model.parameters()), len(sd), hashlib.sha256(lines.encode()).hexdigest()[:16])
+    assert got == REFERENCE_LAYOUTS[layout]
+    if size <= 28:
+        with torch.inference_mode():
+            out = model.eval()(torch.randn(2, chans, size, size), torch.tensor([0, 999]),
+                               class_labels=torch.tensor([0, 10]))
+        assert out.shape == (2, chans, size, size) and bool(torch.isfinite(out).all())
