@@ -13,10 +13,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import SHARED_TESTBED
+from tests.conftest import SHARED_TESTBED, compose_cfg
 from unlearn import testbed as tb  # the module, not its names: pytest would collect testbed_* as tests
 from unlearn.diffusion import guided_eps
 from unlearn.errors import UserError
+from unlearn.sampling import SamplerSpec
 from unlearn.testbed import CKPT_FILE, CONFIG_FILE, TestbedConfig, load_testbed
 
 needs_fixture = pytest.mark.skipif(not SHARED_TESTBED.is_dir(),
@@ -95,6 +96,13 @@ def test_ddim_matches_the_reference(raw_model, reference):
         x0 = tb.testbed_ddim(model, tb.testbed_schedule(config), reference["ddim10_xT"], reference["c"], seq, 2.0)
     want = reference["ddim10_x0"]
     torch.testing.assert_close(x0, want, atol=2e-6 * want.abs().max().item(), rtol=0)
+    # the sampler every attack scores with (sampler=testbed_ddim sampler.eta=0 sampler.steps=10) is this DDIM, its
+    # final images clamped to [-1, 1] as the testbed's inverse_data_transform does
+    cfg = compose_cfg("relearn", ["sampler=testbed_ddim", "sampler.eta=0", "sampler.steps=10", "sampler.guidance_w=2"])
+    x, _ = SamplerSpec.from_cfg(cfg.sampler).sample(model, tb.testbed_schedule(config), reference["c"],
+                                                     tuple(want.shape[1:]), 0, init=reference["ddim10_xT"])
+    torch.testing.assert_close(x, x0.clamp(-1, 1), atol=1e-6, rtol=0)
+    assert 0 < int((want.abs() < 1).sum()) and (x - want.clamp(-1, 1)).abs().max() < 5e-4
 
 
 def test_timesteps_follow_the_testbeds_uniform_skip():
