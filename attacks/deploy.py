@@ -97,7 +97,7 @@ TRANSFORMS: dict[str, Callable[[nn.Module, float, torch.Generator], None]] = {
 
 
 def check_ema_swap(cfg: DictConfig, ctx: Context) -> dict[Path, dict[str, torch.Tensor]]:
-    """ema_swap is refused, before anything runs, unless every model the job scores (harness.roles) is a testbed
+    """ema_swap is refused, before anything runs, unless every model the job scores (Context.roles) is a testbed
     checkpoint that holds both sets of weights (the toolkit's own checkpoints, and the models it builds, hold the
     EMA ones only). Returns each one's other weights, read here once, keyed by resolved run folder."""
     others = {}

@@ -361,7 +361,8 @@ def test_every_attack_runs_on_a_users_testbed_trio(tmp_path, monkeypatch):
     assert {r["attack"] for r in recs if r["kind"] == "attack"} | {"mia"} == families
     with_original = {"relearn", "partial", "deploy", "finetune"}  # the grid's ceiling and controls; finetune's default
     for family in families - {"mia"}:
-        roles = {r["role"] for r in recs if r.get("attack") == family}
-        assert roles == {"unlearned", "oracle"} | ({"original"} if family in with_original else set()), (family, roles)
+        scored = {r["role"] for r in recs if r.get("attack") == family}
+        assert scored == {"unlearned", "oracle"} | ({"original"} if family in with_original else set()), (family,
+                                                                                                        scored)
     assert all(r["method"].startswith("safemax@ext-") for r in recs if r["role"] == "unlearned")
     assert not (tmp_path / "artifacts" / "base").exists()  # the user's models are attacked, none trained
